@@ -1,5 +1,7 @@
 """Vocabulary with fixed special ids, persisted as plain text (one `symbol count` line per id)."""
 import collections
+import hashlib
+import os
 
 import numpy as np
 
@@ -100,7 +102,7 @@ class Dictionary:
     @classmethod
     def load_from_text(cls, filepaths):
         """Builds a Dictionary from files of `word frequency` lines (e.g. subword-nmt get-vocab output)."""
-        if isinstance(filepaths, str):
+        if isinstance(filepaths, (str, os.PathLike)):
             filepaths = [filepaths]
         counter = collections.Counter()
         for path in filepaths:
@@ -134,7 +136,6 @@ class Dictionary:
 
     def checksum(self):
         """A short digest of the symbols, stored in checkpoints to catch vocabulary mix-ups."""
-        import hashlib
         return hashlib.sha256("\n".join(self.symbols).encode("utf-8")).hexdigest()[:16]
 
 
