@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Train (-t t) or decode and score (-t i) on GPU; -n N > 1 launches N data-parallel ranks with msrun.
+# Options: scripts/run_gpu.sh --help
+exec bash "$(dirname "$0")/launch.sh" GPU "$@"
