@@ -1,0 +1,241 @@
+"""The text tools as commands: tokenize_corpus.py, scripts/learn_subword.sh, apply_bpe_encoding.py.
+
+Each is run as a real subprocess; bad input must give one `error:` line, a non-zero exit, no traceback
+and no output files.
+"""
+import collections
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, shared_data
+
+from src.dictionary import SPECIAL_SYMBOLS, Dictionary
+
+PYTHON = sys.executable
+
+
+def run(*command, env=None):
+    return subprocess.run(list(command), cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().split("\n")
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def files_under(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A raw corpus of real lines: two folders, parallel files; then tokenized by the command."""
+    root = tmp_path_factory.mktemp("corpus")
+    first, second = root / "news", root / "dialogue"
+    first.mkdir()
+    second.mkdir()
+    with open(shared_data("news", "news.en.txt"), encoding="utf-8") as handle:
+        news = [next(handle) for _ in range(3000)]
+    (first / "news.txt").write_text("".join(news[:2500]))
+    (first / "valid.txt").write_text("".join(news[2500:]))
+    with open(shared_data("cornell", "valid.src.txt"), encoding="utf-8") as handle:
+        dialogue = [next(handle) for _ in range(1000)]
+    (second / "dialogue.txt").write_text("".join(dialogue))
+    tokenized = root / "tokenized"
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", f"{first},{second}", "--output_folder",
+                 str(tokenized), "--tokenizer", "nltk", "--pool_size", "2")
+    assert result.returncode == 0, result.stderr
+    return root, tokenized, news, dialogue, result.stdout
+
+
+def test_tokenize_corpus_command(corpus):
+    root, tokenized, news, dialogue, stdout = corpus
+    assert files_under(tokenized) == ["dialogue.txt", "news.txt", "valid.txt"]
+    news_out = (tokenized / "news.txt").read_text().split("\n")
+    assert len(news_out) == 2501 and news_out[-1] == ""
+    assert news_out[0] == "Food : Where European inflation slipped up"
+    assert len((tokenized / "dialogue.txt").read_text().split("\n")) == 1001
+    assert stdout.startswith(f"tokenized into {tokenized}: files=3 lines=4000 tokens=")
+    assert "empty=0 crlf=0 invalid_utf8=0 too_long=0" in stdout
+
+
+def test_tokenize_corpus_jieba_is_quiet(tmp_path):
+    source = tmp_path / "zh"
+    source.mkdir()
+    (source / "zh.txt").write_text("我来到北京清华大学\n\n他来到了网易杭研大厦\n")
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(source), "--output_folder",
+                 str(tmp_path / "out"), "--tokenizer", "jieba", "--pool_size", "1")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "zh.txt").read_text() == "我 来到 北京 清华大学\n\n他 来到 了 网易 杭研 大厦\n"
+    assert "prefix dict" not in result.stderr and "Loading model" not in result.stderr
+    assert "files=1 lines=3 tokens=10 empty=1" in result.stdout
+
+
+@pytest.fixture()
+def bad_folders(tmp_path):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.txt").write_text("Hello world.\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no corpus here\n")
+    folder_named_txt = tmp_path / "folder_named_txt"
+    (folder_named_txt / "x.txt").mkdir(parents=True)
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    os.symlink(tmp_path / "nowhere.txt", dangling / "x.txt")
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "a.txt").write_text("Same name.\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("folders, fragments", [
+    ("missing", ["corpus folder not found", "missing"]),
+    ("empty", ["no .txt files in folder", "empty corpus"]),
+    ("good,folder_named_txt", ["cannot read", "folder_named_txt/x.txt"]),
+    ("good,dangling", ["cannot read", "dangling/x.txt"]),
+    ("good,twin", ["would both be written to", "a.txt"]),
+])
+def test_tokenize_corpus_bad_input(bad_folders, folders, fragments):
+    output = bad_folders / "out"
+    folders = ",".join(str(bad_folders / name) for name in folders.split(","))
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", folders, "--output_folder", str(output))
+    assert_one_line_error(result, *fragments)
+    assert files_under(output) == []
+
+
+def test_tokenize_corpus_bad_flags(bad_folders):
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
+                 str(bad_folders / "out"), "--pool_size", "0")
+    assert_one_line_error(result, "--pool_size must be >= 1")
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
+                 str(bad_folders / "good"))
+    assert_one_line_error(result, "would overwrite its input")
+    assert (bad_folders / "good" / "a.txt").read_text() == "Hello world.\n"
+
+
+@pytest.fixture(scope="module")
+def codes(corpus):
+    root, tokenized, *_ = corpus
+    path = root / "vocab" / "all.bpe.codes"
+    result = run("bash", "scripts/learn_subword.sh", "800", str(path), str(tokenized))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("learned 800 merges (asked 800) from 3 files in ")
+    return path
+
+
+def test_learn_subword_writes_codes(codes):
+    lines = codes.read_text().split("\n")
+    assert lines[0] == "#version: 0.2" and len(lines) == 802 and lines[-1] == ""
+    assert all(len(line.split(" ")) == 2 for line in lines[1:-1])
+    assert files_under(codes.parent) == ["all.bpe.codes"]  # no temporary left
+
+
+def test_learn_subword_bad_arguments(tmp_path):
+    usage = run("bash", "scripts/learn_subword.sh", "100")
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: bash scripts/learn_subword.sh MERGES")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "blank.txt").write_text("\n  \n")
+    folder_named_txt = tmp_path / "odd"
+    (folder_named_txt / "x.txt").mkdir(parents=True)
+    output = tmp_path / "out" / "codes"
+    for args, fragments in ((["ten", str(output), str(empty)], ["MERGES must be a positive integer"]),
+                            (["100", str(output), str(tmp_path / "missing.txt")], ["input not found"]),
+                            (["100", str(output), str(tmp_path)], ["no .txt files in folder"]),
+                            (["100", str(output), str(empty)], ["no words in", "empty corpus"]),
+                            (["100", str(output), str(folder_named_txt)], ["cannot read", "odd/x.txt"])):
+        assert_one_line_error(run("bash", "scripts/learn_subword.sh", *args), *fragments)
+        assert files_under(output.parent) == []
+
+
+def subword_nmt_command(codes, source, target):
+    command = os.path.join(os.path.dirname(PYTHON), "subword-nmt")
+    subprocess.run([command, "apply-bpe", "-c", str(codes), "-i", str(source), "-o", str(target)], check=True)
+    return target.read_bytes()
+
+
+def test_apply_bpe_encoding_command(corpus, codes, tmp_path):
+    root, tokenized, *_ = corpus
+    output, vocab_path = tmp_path / "bpe", tmp_path / "vocab.txt"
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
+                 "--output_folder", str(output), "--prefix", "bpe", "--vocab_path", str(vocab_path),
+                 "--processes", "2")
+    assert result.returncode == 0, result.stderr
+    assert files_under(output) == ["bpe.dialogue.txt", "bpe.news.txt", "bpe.valid.txt"]
+    counts = collections.Counter()
+    for name in ("dialogue.txt", "news.txt", "valid.txt"):
+        encoded = (output / f"bpe.{name}").read_bytes()
+        assert encoded == subword_nmt_command(codes, tokenized / name, tmp_path / f"reference.{name}")
+        counts.update(encoded.decode().split())
+    vocab = Dictionary.load_from_persisted_dict(str(vocab_path))
+    assert [vocab[i] for i in range(5)] == list(SPECIAL_SYMBOLS)
+    assert len(vocab) % 8 == 0
+    assert {vocab[i]: vocab.counts[i] for i in range(5, len(vocab)) if not vocab[i].startswith("madeupword")} \
+        == dict(counts)
+    assert vocab == Dictionary.from_counter(counts).pad_to_multiple(8)
+    line = (output / "bpe.news.txt").read_text().split("\n")[0]
+    assert vocab.decode(vocab.encode_line(line)) == line  # every subword of the output is in the vocabulary
+    assert f"{sum(counts.values())} subwords, {len(counts)} distinct" in result.stdout
+
+    # --threshold drops rare subwords; an empty prefix keeps the names; --pad_to_multiple 1 does not pad.
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
+                 "--output_folder", str(tmp_path / "kept"), "--prefix", "", "--vocab_path", str(vocab_path),
+                 "--threshold", "20", "--pad_to_multiple", "1")
+    assert result.returncode == 0, result.stderr
+    assert files_under(tmp_path / "kept") == ["dialogue.txt", "news.txt", "valid.txt"]
+    shrunk = Dictionary.load_from_persisted_dict(str(vocab_path))
+    assert shrunk.symbols[5:] == [s for s in Dictionary.from_counter(counts).symbols[5:] if counts[s] >= 20]
+    assert min(shrunk.counts[5:]) >= 20 and len(shrunk) < len(vocab)
+
+
+@pytest.fixture()
+def apply_inputs(tmp_path, codes):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("the first file is fine\n")
+    (src / "b.txt").write_bytes(b"fine line\nbroken \xff line\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("missing_codes", ["BPE codes file not found"]),
+    ("text_as_codes", ["a.txt:1: expected a merge"]),
+    ("malformed_line", ["bad.codes:4: expected a merge", "'t h e'"]),
+    ("missing_src", ["corpus folder not found"]),
+    ("empty_src", ["no .txt files in folder"]),
+    ("unreadable_file", ["cannot read", "x.txt"]),
+    ("invalid_utf8_input", ["b.txt:2: invalid UTF-8"]),
+])
+def test_apply_bpe_encoding_bad_input(apply_inputs, codes, case, fragments):
+    root = apply_inputs
+    src = root / "src"
+    codes_path = codes
+    if case == "missing_codes":
+        codes_path = root / "no.codes"
+    elif case == "text_as_codes":
+        codes_path = src / "a.txt"
+    elif case == "malformed_line":
+        codes_path = root / "bad.codes"
+        codes_path.write_text("#version: 0.2\nt h\ni n\nt h e\n")
+    elif case == "missing_src":
+        src = root / "nowhere"
+    elif case == "empty_src":
+        src = root / "empty"
+        src.mkdir()
+    elif case == "unreadable_file":
+        (src / "x.txt").mkdir()
+    if case != "invalid_utf8_input":
+        (src / "b.txt").unlink(missing_ok=True)
+    output, vocab_path = root / "out", root / "vocab.txt"
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes_path), "--src_folder", str(src),
+                 "--output_folder", str(output), "--vocab_path", str(vocab_path))
+    assert_one_line_error(result, *fragments)
+    assert files_under(output) == [] and not vocab_path.exists()

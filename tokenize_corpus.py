@@ -1,0 +1,37 @@
+"""Tokenizes every .txt file of one or more corpus folders, line by line, in a multiprocessing pool.
+
+    python tokenize_corpus.py --corpus_folder data/raw_en,data/raw_more --output_folder data/tok \
+        --tokenizer nltk --pool_size 2
+
+Writes OUTPUT_FOLDER/<same file name>, one output line per input line (parallel files stay aligned),
+tokens joined by single spaces. Line policies (see src/text.py): CRLF/CR ends stripped, invalid UTF-8
+bytes -> U+FFFD, lines over --max_chars characters -> empty line, blank lines -> empty line; each case is
+counted in the closing summary line. Outputs are written atomically: all of them or none.
+"""
+import argparse
+
+from src.errors import run_cli
+from src.text import TOKENIZERS, format_stats, tokenize_files
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus_folder", required=True,
+                        help="folder(s) of .txt files, comma-separated")
+    parser.add_argument("--output_folder", required=True, help="where the tokenized files go (same names)")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="nltk",
+                        help="nltk: rule-based English word tokenizer (no data download); jieba: Chinese")
+    parser.add_argument("--pool_size", type=int, default=2, help="worker processes (1: no pool)")
+    parser.add_argument("--max_chars", type=int, default=10000,
+                        help="lines longer than this many characters are emitted empty")
+    return parser.parse_args(argv)
+
+
+def main(args):
+    folders = [folder for folder in args.corpus_folder.split(",") if folder]
+    stats = tokenize_files(folders, args.output_folder, args.tokenizer, args.pool_size, args.max_chars)
+    print(f"tokenized into {args.output_folder}: {format_stats(stats)}")
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())
