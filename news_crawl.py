@@ -1,0 +1,97 @@
+"""Pre-training records from BPE'd monolingual text (e.g. News Crawl): filter, mask (MASS), write.
+
+Input: every file in --src_folder whose name ends with --suffix (sorted by name), one sentence per line,
+space-separated subword tokens. A sentence of m tokens becomes m + 1 ids with </s>; it is kept when
+m >= --min_len and m + 1 <= --max_len (so records fit a model with seq_length = max_len).
+Vocabulary: --existed_vocab FILE, or --dict_folder DIR to build one from the kept sentences (most frequent first,
+padded to a multiple of 8) and save it as DIR/vocab.txt. The vocabulary used is also saved beside the records
+as OUTPUT/vocab.txt.
+Output: OUTPUT/news.mindrecord (or news.tfrecord); with --num_shards N > 1: news.mindrecord0 .. news.mindrecord{N-1}
+(+ .db index files for MindRecord). Each sentence is masked with np.random.default_rng([seed, line index]) (line
+index counted over all input files), so the output is the same for any --processes.
+"""
+import argparse
+import collections
+import os
+import sys
+import time
+
+from tqdm import tqdm
+
+from src.dictionary import Dictionary
+from src.errors import UserError, require_folder, run_cli
+from src.masking import LANGUAGE_MODELS
+from src.records import FORMATS, build_monolingual_records, filter_sentences, format_counts, read_text_lines
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--src_folder", required=True, help="folder of BPE'd monolingual text files")
+    vocab = parser.add_mutually_exclusive_group(required=True)
+    vocab.add_argument("--existed_vocab", help="vocabulary file (Dictionary.persistence format)")
+    vocab.add_argument("--dict_folder", help="build the vocabulary from the data and save it as DIR/vocab.txt")
+    parser.add_argument("--output_folder", required=True)
+    parser.add_argument("--mask_ratio", type=float, default=0.5)
+    parser.add_argument("--language_model", choices=LANGUAGE_MODELS, default="mass")
+    parser.add_argument("--max_len", type=int, default=64, help="most ids per sentence, </s> included")
+    parser.add_argument("--min_len", type=int, default=1, help="fewest tokens per sentence, </s> excluded")
+    parser.add_argument("--suffix", default="", help="read only files whose names end with this")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.mask_ratio <= 1.0:
+        parser.error("--mask_ratio must be in (0, 1]")
+    if args.min_len < 1 or args.max_len < args.min_len + 1:
+        parser.error("need --min_len >= 1 and --max_len >= --min_len + 1")
+    if args.processes < 1 or args.num_shards < 1:
+        parser.error("--processes and --num_shards must be at least 1")
+    return args
+
+
+def input_files(src_folder, suffix):
+    require_folder(src_folder, "source folder")
+    names = sorted(name for name in os.listdir(src_folder)
+                   if name.endswith(suffix) and not name.startswith(".")
+                   and os.path.isfile(os.path.join(src_folder, name)))
+    if not names:
+        raise UserError(f"no files ending with {suffix!r} in {src_folder}")
+    return [os.path.join(src_folder, name) for name in names]
+
+
+def build_vocabulary(items):
+    counter = collections.Counter()
+    for _, line in items:
+        counter.update(line.split())
+    return Dictionary.from_counter(counter).pad_to_multiple(8)
+
+
+def main(args):
+    started = time.time()
+    vocab = Dictionary.load_from_persisted_dict(args.existed_vocab) if args.existed_vocab else None
+    lines = []
+    for path in input_files(args.src_folder, args.suffix):
+        lines.extend(read_text_lines(path, "corpus file"))
+    items, counts = filter_sentences(lines, min_len=args.min_len, max_len=args.max_len)
+    del lines
+    if not items:
+        raise UserError(f"no sentence in {args.src_folder} has between {args.min_len} and {args.max_len - 1} tokens")
+    if vocab is None:
+        vocab = build_vocabulary(items)
+    output = os.path.join(args.output_folder, f"news.{args.format}")
+    with tqdm(total=len(items), desc="news records", unit="sent", file=sys.stderr, disable=None) as progress:
+        paths, unknown = build_monolingual_records(items, vocab, path=output, language_model=args.language_model,
+                                                   mask_ratio=args.mask_ratio, seed=args.seed, format=args.format,
+                                                   num_shards=args.num_shards, processes=args.processes,
+                                                   progress=progress)
+    vocab.persistence(os.path.join(args.output_folder, "vocab.txt"))
+    if args.dict_folder:
+        vocab.persistence(os.path.join(args.dict_folder, "vocab.txt"))
+    counts.update(unknown_tokens=unknown, vocab_size=len(vocab), shards=len(paths),
+                  seconds=round(time.time() - started, 1))
+    print(format_counts("news_crawl", counts) + f" output={paths[0]}")
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

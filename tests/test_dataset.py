@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+
+from src.dataset import DynamicMasking, iterate_batches, padded_length
+from src.dictionary import EOS_ID, MASK_ID
+from src.errors import UserError
+from src.masking import make_pair_example, mask_sentence
+
+VOCAB_SIZE = 50
+BOUNDARIES = [8, 16, 32]
+
+
+def mono_examples(count=60, seed=0, max_tokens=45):
+    rng = np.random.default_rng(seed)
+    examples = []
+    for index in range(count):
+        num_tokens = int(rng.integers(1, max_tokens + 1))
+        sentence = np.concatenate((rng.integers(5, VOCAB_SIZE, num_tokens), [EOS_ID])).astype(np.int32)
+        examples.append(mask_sentence("mass", sentence, rng, 0.5, VOCAB_SIZE))
+    return examples
+
+
+def pair_examples(count=30, seed=0):
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(count):
+        source = np.concatenate((rng.integers(5, VOCAB_SIZE, int(rng.integers(1, 40))), [EOS_ID])).astype(np.int32)
+        target = np.concatenate((rng.integers(5, VOCAB_SIZE, int(rng.integers(1, 12))), [EOS_ID])).astype(np.int32)
+        examples.append(make_pair_example(source, target))
+    return examples
+
+
+def check_rows(batch, examples):
+    """Every real row holds its example's arrays followed by zeros; pad rows are all zero."""
+    for row, index in enumerate(batch["example_index"]):
+        if index < 0:
+            assert all(not batch[name][row].any() for name in ("source_ids", "target_ids", "decoder_input_ids"))
+            continue
+        example = examples[index]
+        for name in ("source_ids", "decoder_input_ids", "decoder_positions", "target_ids"):
+            values = getattr(example, name)
+            assert np.array_equal(batch[name][row, :len(values)], values)
+            assert not batch[name][row, len(values):].any()
+
+
+def test_padded_length():
+    assert [padded_length(n, BOUNDARIES) for n in (1, 8, 9, 16, 32, 33, 40, 41)] == [8, 8, 16, 16, 32, 40, 40, 48]
+
+
+def test_buckets_never_truncate_and_every_example_appears_once():
+    examples = mono_examples(120)
+    iterator = iterate_batches(examples, batch_size=8, bucket_boundaries=BOUNDARIES, shuffle=True, seed=1, epoch=0)
+    seen = []
+    for batch in iterator:
+        source_width, target_width = batch["source_ids"].shape[1], batch["target_ids"].shape[1]
+        real = batch["example_index"][batch["example_index"] >= 0]
+        longest_source = max(len(examples[i].source_ids) for i in real)
+        longest_target = max(len(examples[i].target_ids) for i in real)
+        assert source_width == padded_length(longest_source, BOUNDARIES) >= longest_source
+        assert target_width == padded_length(longest_target, BOUNDARIES) >= longest_target
+        assert batch["source_ids"].shape[0] == 8 and all(v.dtype == np.int32 for v in batch.values())
+        check_rows(batch, examples)
+        seen.extend(real.tolist())
+    assert sorted(seen) == list(range(len(examples)))
+    assert any(len(e.source_ids) > 32 for e in examples)  # the over-long rule was exercised
+
+
+def test_same_seed_and_epoch_same_batches_other_epoch_other_order():
+    examples = mono_examples(80)
+    options = dict(batch_size=4, bucket_boundaries=BOUNDARIES, shuffle=True, seed=7)
+    first = [b["example_index"].tolist() for b in iterate_batches(examples, epoch=2, **options)]
+    again = [b["example_index"].tolist() for b in iterate_batches(examples, epoch=2, **options)]
+    other = [b["example_index"].tolist() for b in iterate_batches(examples, epoch=3, **options)]
+    assert first == again and first != other
+
+
+def test_resume_from_a_batch_position():
+    examples = mono_examples(50)
+    options = dict(batch_size=4, bucket_boundaries=BOUNDARIES, shuffle=True, seed=2, epoch=5)
+    full = list(iterate_batches(examples, **options))
+    resumed = list(iterate_batches(examples, start_batch=6, **options))
+    assert len(iterate_batches(examples, **options)) == len(full)
+    assert len(resumed) == len(full) - 6
+    for mine, theirs in zip(resumed, full[6:]):
+        assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_eval_yields_every_example_once_in_order_with_padded_last_batch():
+    examples = pair_examples(23)
+    batches = list(iterate_batches(examples, batch_size=5, bucket_boundaries=BOUNDARIES, shuffle=True, seed=1,
+                                   epoch=4, eval_mode=True, max_tokens=10))
+    indices = np.concatenate([b["example_index"] for b in batches])
+    assert indices.tolist() == list(range(23)) + [-1, -1]
+    assert all(b["source_ids"].shape[0] == 5 for b in batches)
+    for batch in batches:
+        check_rows(batch, examples)
+    # Two ranks: each takes its block of 5 rows of every global batch of 10; together every example once.
+    ranks = [list(iterate_batches(examples, batch_size=5, bucket_boundaries=BOUNDARIES, shuffle=False, seed=0,
+                                  epoch=0, eval_mode=True, num_shards=2, shard_id=r)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 3
+    together = np.concatenate([np.concatenate((a["example_index"], b["example_index"])) for a, b in zip(*ranks)])
+    assert together.tolist() == list(range(23)) + [-1] * 7
+
+
+def test_two_ranks_of_b_rows_equal_one_process_of_2b_rows():
+    examples = mono_examples(90)
+    common = dict(bucket_boundaries=BOUNDARIES, shuffle=True, seed=11, epoch=1)
+    single = list(iterate_batches(examples, batch_size=6, **common))
+    ranks = [list(iterate_batches(examples, batch_size=3, num_shards=2, shard_id=r, **common)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) > 10
+    for whole, first, second in zip(single, *ranks):
+        for key in whole:
+            assert np.array_equal(whole[key], np.concatenate((first[key], second[key])))
+
+
+def test_token_budget_batches_per_rank():
+    long_sentence = np.concatenate((np.full(99, 7), [EOS_ID])).astype(np.int32)  # wider than the budget alone
+    examples = mono_examples(89) + [mask_sentence("mlm", long_sentence, np.random.default_rng(0), 0.5, VOCAB_SIZE)]
+    common = dict(batch_size=0, max_tokens=96, bucket_boundaries=BOUNDARIES, shuffle=True, seed=4, epoch=0)
+    ranks = [iterate_batches(examples, num_shards=2, shard_id=r, **common) for r in range(2)]
+    seen = []
+    for number in range(len(ranks[0])):
+        first, second = ranks[0].batch(number), ranks[1].batch(number)
+        assert np.array_equal(np.concatenate((first["example_index"], second["example_index"])),
+                              ranks[0].global_indices(number))
+        rows = first["source_ids"].shape[0]
+        width = max(first["source_ids"].shape[1], first["target_ids"].shape[1])
+        assert rows == max(1, 96 // width) and first["source_ids"].shape == second["source_ids"].shape
+        seen.extend(i for i in ranks[0].global_indices(number) if i >= 0)
+    assert sorted(seen) == list(range(90))
+    assert {r["source_ids"].shape[0] for r in ranks[0]} == {1, 2, 3, 6, 12}
+
+
+def test_dynamic_masking_redraws_every_epoch_from_sentence_ids():
+    examples = mono_examples(30)
+    spec = DynamicMasking("mass", 0.5, VOCAB_SIZE)
+    options = dict(batch_size=4, bucket_boundaries=BOUNDARIES, shuffle=False, seed=3, eval_mode=True)
+    epoch0 = list(iterate_batches(examples, epoch=0, dynamic=spec, **options))
+    epoch0_again = list(iterate_batches(examples, epoch=0, dynamic=spec, **options))
+    epoch1 = list(iterate_batches(examples, epoch=1, dynamic=spec, **options))
+    assert all(np.array_equal(a["source_ids"], b["source_ids"]) for a, b in zip(epoch0, epoch0_again))
+    assert any(not np.array_equal(a["source_ids"], b["source_ids"]) for a, b in zip(epoch0, epoch1))
+    # Row 2 of batch 1 is example 6, masked with default_rng([seed, epoch, index]).
+    expected = mask_sentence("mass", examples[6].sentence_ids, np.random.default_rng([3, 1, 6]), 0.5, VOCAB_SIZE)
+    check_rows({k: v[2:3] for k, v in epoch1[1].items()}, {6: expected})
+    static = list(iterate_batches(examples, epoch=1, **options))
+    check_rows(static[1], examples)
+
+
+def test_dynamic_noise_for_pairs_keeps_the_decoder_side():
+    examples = pair_examples(20)
+    batches = list(iterate_batches(examples, batch_size=4, bucket_boundaries=BOUNDARIES, shuffle=False, seed=0,
+                                   epoch=0, eval_mode=True, dynamic={"language_model": "pair", "noise_prob": 0.5}))
+    masked = 0
+    for batch in batches:
+        for row, index in enumerate(batch["example_index"]):
+            example = examples[index]
+            source = batch["source_ids"][row, :len(example.source_ids)]
+            assert np.all((source == example.sentence_ids) | (source == MASK_ID)) and source[-1] == EOS_ID
+            masked += (source == MASK_ID).sum()
+            assert np.array_equal(batch["target_ids"][row, :len(example.target_ids)], example.target_ids)
+    assert masked > 0
+
+
+def test_bad_options():
+    with pytest.raises(UserError, match="shard_id"):
+        iterate_batches(mono_examples(4), batch_size=2, num_shards=2, shard_id=2)
+    with pytest.raises(UserError, match="vocab_size"):
+        DynamicMasking("mass", 0.5)
