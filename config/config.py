@@ -74,6 +74,7 @@ class ModelConfig:
     compute_type: str = "float32"    # float16 mixed precision on GPU/Ascend
     min_decode_length: int = 0
     no_repeat_ngram_size: int = 0
+    resumable_dropout: bool = True   # masks from (micro-batch, position): a resumed run repeats them exactly
 
     @property
     def decoder_layers(self):
