@@ -58,9 +58,12 @@ def main(args):
     from src import trainer
     trainer.setup_device(args.device_target, args.device_id)
     rank, world = trainer.init_data_parallel()
-    trainer.train_and_evaluate(config, args.output, resume=args.resume, device_target=args.device_target, rank=rank,
+    summary = trainer.train_and_evaluate(config, args.output, resume=args.resume, device_target=args.device_target, rank=rank,
                                world=world, vocab_checksum=checksum, log_every=args.log_every,
                                max_updates=args.max_updates, progress=sys.stderr.isatty())
+    if not summary["stopped"]:
+        # Every rank prints this into its own log (msrun: worker_N.log), so drift between ranks is visible.
+        print(f"rank {rank}/{world}: final parameters sha256 {summary['parameters_sha256']}", flush=True)
     if rank == 0 and not args.no_plot:
         from src.plot import plot_metrics
         metrics = os.path.join(args.output, "metrics.jsonl")

@@ -16,6 +16,7 @@ Pieces, bottom-up:
 - `train_and_evaluate`: pre-training then fine-tuning phases, epochs, logging, checkpoints, resume, SIGTERM.
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -774,11 +775,21 @@ class Trainer:
                     return {"stopped": True, "phase": phase, "step": self.state.step,
                             "seconds": time.perf_counter() - started}
         summary = {"stopped": False, "phase": self.state.phase, "step": self.state.step,
-                   "best_valid_loss": self.state.best_valid_loss, "seconds": time.perf_counter() - started}
+                   "best_valid_loss": self.state.best_valid_loss, "seconds": time.perf_counter() - started,
+                   "parameters_sha256": parameters_digest(self.network.model)}
         best = f"best valid loss {summary['best_valid_loss']:.4f}, " if summary["best_valid_loss"] is not None else ""
         self.console(f"done: {', '.join(self.phases)}; {self.state.step} updates in the last phase; {best}"
                      f"{format_duration(summary['seconds'])}; checkpoints in {self.ckpt_folder}")
         return summary
+
+
+def parameters_digest(model):
+    """SHA-256 of every parameter's name and bytes: equal digests on all ranks show they did not drift apart."""
+    digest = hashlib.sha256()
+    for parameter in sorted(model.get_parameters(), key=lambda p: p.name):
+        digest.update(parameter.name.encode("utf-8"))
+        digest.update(np.ascontiguousarray(parameter.asnumpy()).tobytes())
+    return digest.hexdigest()
 
 
 def train_and_evaluate(config, run_folder, *, resume=False, device_target="CPU", rank=0, world=1,

@@ -1,0 +1,482 @@
+"""Beam search as one fixed-shape, graph-compiled loop (in the spirit of flax's examples/wmt/decode.py).
+
+The search logic (`BeamSearch`) only sees log-probabilities; the model enters as a step cell with three methods:
+`start(inputs)` -> model state for B*k hypotheses, `construct(token_ids [B*k], step, state)` -> (log_probs
+[B*k, vocab], state), `reorder(state, rows)` -> state with hypotheses re-ordered after the beam moved.
+`CachedModelStep` is the Transformer with its key/value caches; `TableStep` returns hand-specified
+probabilities (for tests). `BeamSearchDecoder` runs the whole search - a `while` loop - inside one graph (also
+what export.py writes to MINDIR); `SteppedBeamSearchDecoder` is the same with a Python loop over one compiled
+step (as fast on CPU, within noise). `reference_beam_search` drives the same `BeamSearch` from Python and
+recomputes the full decoder prefix every step (no cache): the baseline for tests and bench/decode_speed.py.
+
+Search state (all shapes fixed; B sentences, k = beam_width, L = max_decode_length):
+    step            int32 []         tokens generated so far
+    live_tokens     int32 [B, k]     last token of each live hypothesis (the next decoder input; <s> at first)
+    live_seqs       int32 [B, k, L]  generated tokens, 0 (pad) beyond `step`
+    live_scores     f32   [B, k]     cumulative log-probability; NEG_INF marks an empty slot
+    finished_seqs   int32 [B, k, L]  hypotheses that emitted </s>, kept apart so they use no live slot
+    finished_scores f32   [B, k]     length-normalised scores, best first; NEG_INF marks an empty slot
+    done            bool  [B]        the sentence's search is over
+
+Conventions: a hypothesis's length counts its generated tokens including </s> (not <s>); its score is
+log P / ((5 + length) / 6) ** length_penalty_weight (GNMT). Outputs hold at most L tokens including </s>.
+<pad> and <s> are never generated; </s> is forbidden while fewer than min_decode_length tokens were generated.
+With early_stopping (the default, fairseq's rule) a </s> candidate is finished only if it ranks among the
+step's top k, and a sentence is done once k hypotheses finished: beam 1 is then exactly greedy decoding.
+Without it (flax's rule) every </s> candidate among the top 2k competes for the finished store, and a sentence
+is done only when no live hypothesis can still beat the worst stored one. A sentence that finished nothing by
+step L returns its live hypotheses, scored as if their length were L.
+"""
+import weakref
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.dictionary import BOS_ID, EOS_ID, PAD_ID
+from src.model import NEG_INF as MODEL_NEG_INF
+
+# Finite, so that sums and differences of masked scores never produce NaN; far below any real log-probability.
+NEG_INF = -1.0e9
+# A candidate scoring below this descends from an empty slot or a forbidden token: never a real hypothesis.
+VALID_SCORE = NEG_INF / 2
+
+
+def length_penalty(length, alpha):
+    """GNMT length penalty ((5 + length) / 6) ** alpha (length: tokens including </s>)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def flatten_beam_dim(x):
+    """[B, k, ...] -> [B*k, ...]."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def unflatten_beam_dim(x, batch_size, beam_width):
+    """[B*k, ...] -> [B, k, ...]."""
+    return x.reshape((batch_size, beam_width) + x.shape[1:])
+
+
+def flat_beam_rows(beam_indices, beam_width_in):
+    """beam_indices [B, k_out] (beams of each sentence) -> [B*k_out] rows of the flattened [B*k_in] axis."""
+    batch_size = beam_indices.shape[0]
+    offsets = ops.arange(batch_size, dtype=ms.int32).reshape(batch_size, 1) * beam_width_in
+    return (beam_indices.astype(ms.int32) + offsets).reshape(-1)
+
+
+def gather_beams(x, beam_indices):
+    """x [B, k_in, ...], beam_indices [B, k_out] -> [B, k_out, ...]: x's beams picked per sentence."""
+    batch_size, beam_width_in = x.shape[0], x.shape[1]
+    rows = flat_beam_rows(beam_indices, beam_width_in)
+    picked = ops.gather(flatten_beam_dim(x), rows, 0)
+    return picked.reshape((batch_size, beam_indices.shape[1]) + x.shape[2:])
+
+
+def repeat_beams(x, beam_width, axis):
+    """Each sentence's slice repeated k times, a sentence's beams adjacent: [.., B, ..] -> [.., B*k, ..].
+
+    (broadcast + reshape keeps the shape static in graph mode, where ops.repeat_interleave's output shape is
+    unknown at compile time and makes the whole loop dynamic-shaped and slow.)"""
+    shape = x.shape
+    expanded = ops.broadcast_to(x.expand_dims(axis + 1), shape[:axis + 1] + (beam_width,) + shape[axis + 1:])
+    return expanded.reshape(shape[:axis] + (shape[axis] * beam_width,) + shape[axis + 1:])
+
+
+class BeamSearch(nn.Cell):
+    """The search logic on fixed-shape tensors: `init_state`, `update`, `is_running`, `finalize`."""
+
+    def __init__(self, beam_width, max_decode_length, vocab_size, length_penalty_weight=1.0, min_decode_length=0,
+                 no_repeat_ngram_size=0, early_stopping=True, num_symbols=None):
+        """num_symbols: ids from it up to vocab_size (model rows no vocabulary symbol uses) are never generated."""
+        super().__init__()
+        if beam_width < 1 or max_decode_length < 1:
+            raise ValueError("beam_width and max_decode_length must be >= 1")
+        if not 0 <= min_decode_length < max_decode_length:
+            raise ValueError("min_decode_length must be >= 0 and below max_decode_length")
+        self.beam_width = beam_width
+        self.max_decode_length = max_decode_length
+        self.vocab_size = vocab_size
+        self.alpha = float(length_penalty_weight)
+        self.min_decode_length = min_decode_length
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.early_stopping = early_stopping
+        # An upper bound on the normalised score any live hypothesis can still reach (log-probs only fall):
+        # its cumulative log-prob divided by the largest penalty (alpha >= 0).
+        self.max_penalty = float(length_penalty(max_decode_length, self.alpha))
+        never = np.zeros(vocab_size, np.float32)
+        never[[PAD_ID, BOS_ID]] = NEG_INF
+        never[num_symbols or vocab_size:] = NEG_INF
+        self.never_generated = ms.Tensor(never)
+        eos_only = np.zeros(vocab_size, np.float32)
+        eos_only[EOS_ID] = NEG_INF
+        self.eos_forbidden = ms.Tensor(eos_only)
+
+    def init_state(self, batch_size):
+        k, length = self.beam_width, self.max_decode_length
+        # Only beam 0 is live at the start: the others would duplicate it.
+        first_beam = (ops.arange(k, dtype=ms.int32) == 0).astype(ms.float32)
+        live_scores = ops.broadcast_to(((1.0 - first_beam) * NEG_INF).reshape(1, k), (batch_size, k))
+        return (ms.Tensor(0, ms.int32),
+                ops.full((batch_size, k), BOS_ID, dtype=ms.int32),
+                ops.zeros((batch_size, k, length), ms.int32),
+                live_scores,
+                ops.zeros((batch_size, k, length), ms.int32),
+                ops.full((batch_size, k), NEG_INF, dtype=ms.float32),
+                ops.zeros((batch_size,), ms.bool_))
+
+    def is_running(self, state):
+        step, done = state[0], state[6]
+        return ops.logical_and(step < self.max_decode_length, ops.logical_not(done.all()))
+
+    def update(self, state, log_probs):
+        """One search step from the live hypotheses' next-token log-probs [B*k, vocab].
+
+        Returns (new state, rows [B*k]): row r of the new live beam continues row rows[r] of the old one
+        (the model state must be re-ordered with it)."""
+        step, live_tokens, live_seqs, live_scores, finished_seqs, finished_scores, done = state
+        batch_size, k = live_scores.shape
+        vocab = self.vocab_size
+        length = self.max_decode_length
+        log_probs = log_probs.astype(ms.float32) + self.never_generated
+        eos_blocked = (step < self.min_decode_length).astype(ms.float32)
+        log_probs = log_probs + self.eos_forbidden * eos_blocked
+        if self.no_repeat_ngram_size > 0:
+            banned = self.repeated_ngram_tokens(flatten_beam_dim(live_seqs), step)
+            log_probs = log_probs + banned.astype(ms.float32) * NEG_INF
+
+        # The 2k best continuations: even if k of them end with </s>, k remain to stay live.
+        candidates = (live_scores.reshape(batch_size, k, 1) + log_probs.reshape(batch_size, k, vocab))
+        top_scores, top_ids = ops.topk(candidates.reshape(batch_size, k * vocab), 2 * k)
+        top_ids = top_ids.astype(ms.int32)
+        origin = top_ids // vocab                                                  # [B, 2k] beam continued
+        tokens = top_ids - origin * vocab                                          # [B, 2k] token appended
+        at_step = (ops.arange(length, dtype=ms.int32) == step).reshape(1, 1, length)
+        top_seqs = ops.where(at_step, tokens.reshape(batch_size, 2 * k, 1), gather_beams(live_seqs, origin))
+        ends = tokens == EOS_ID
+
+        # Live: the k best candidates that did not end.
+        live_keys = ops.where(ends, ms.Tensor(NEG_INF, ms.float32), top_scores)
+        new_live_scores, live_pick = ops.topk(live_keys, k)                       # [B, k] over the 2k
+        live_pick = live_pick.astype(ms.int32)
+        new_live_tokens = ops.gather_elements(tokens, 1, live_pick)
+        new_live_seqs = gather_beams(top_seqs, live_pick)
+        rows = flat_beam_rows(ops.gather_elements(origin, 1, live_pick), k)
+
+        # Finished: candidates that ended join the store, which keeps its k best normalised scores.
+        new_finished = ops.logical_and(ends, top_scores > VALID_SCORE)
+        new_finished = ops.logical_and(new_finished, ops.logical_not(done).reshape(batch_size, 1))
+        if self.early_stopping:
+            in_top_k = (ops.arange(2 * k, dtype=ms.int32) < k).reshape(1, 2 * k)
+            new_finished = ops.logical_and(new_finished, in_top_k)
+        penalty = length_penalty((step + 1).astype(ms.float32), self.alpha)
+        new_finished_scores = ops.where(new_finished, top_scores / penalty, ms.Tensor(NEG_INF, ms.float32))
+        pool_scores = ops.concat((finished_scores, new_finished_scores), 1)      # [B, 3k]
+        pool_seqs = ops.concat((finished_seqs, top_seqs), 1)
+        kept_scores, kept = ops.topk(pool_scores, k)
+        kept_seqs = gather_beams(pool_seqs, kept.astype(ms.int32))
+
+        if self.early_stopping:
+            finished_now = (kept_scores > VALID_SCORE).all(1)
+        else:
+            best_live_bound = new_live_scores[:, 0] / self.max_penalty
+            worst_finished = ops.where(kept_scores[:, k - 1] > VALID_SCORE, kept_scores[:, k - 1],
+                                       ms.Tensor(NEG_INF, ms.float32))
+            finished_now = worst_finished > best_live_bound
+        new_done = ops.logical_or(done, finished_now)
+        new_state = (step + 1, new_live_tokens, new_live_seqs, new_live_scores, kept_seqs, kept_scores, new_done)
+        return new_state, rows
+
+    def repeated_ngram_tokens(self, seqs, step):
+        """seqs [n, L] (tokens generated before `step`) -> bool [n, vocab]: tokens that would repeat an n-gram."""
+        size = self.no_repeat_ngram_size
+        rows, length = seqs.shape
+        starts = length - size + 1                                                 # n-grams that fit in L
+        if starts < 1:
+            return ops.zeros((rows, self.vocab_size), ms.bool_)
+        # An earlier n-gram starting at j is complete once j + size - 1 < step.
+        match = (ops.arange(starts, dtype=ms.int32) <= step - size).reshape(1, starts)
+        match = ops.broadcast_to(match, (rows, starts))
+        positions = ops.arange(length, dtype=ms.int32).reshape(1, length)
+        for offset in range(size - 1):
+            # The current (size-1)-token prefix, token `offset`, against the same token of every earlier n-gram.
+            current = ((positions == step - size + 1 + offset).astype(ms.int32) * seqs).sum(1, keepdims=True)
+            match = ops.logical_and(match, seqs[:, offset:offset + starts] == current)
+        following = seqs[:, size - 1:size - 1 + starts]                             # token completing each n-gram
+        counts = ops.tensor_scatter_elements(ops.zeros((rows, self.vocab_size), ms.float32), following,
+                                             match.astype(ms.float32), axis=1, reduction="add")
+        return counts > 0
+
+    def finalize(self, state):
+        """-> (sequences int32 [B, k, L], scores f32 [B, k]), best first; tokens after </s> are 0 (pad)."""
+        live_seqs, live_scores, finished_seqs, finished_scores = state[2], state[3], state[4], state[5]
+        any_finished = (finished_scores[:, 0] > VALID_SCORE).reshape(-1, 1)
+        fallback_scores = live_scores / self.max_penalty
+        scores = ops.where(any_finished, finished_scores, fallback_scores)
+        seqs = ops.where(any_finished.reshape(-1, 1, 1), finished_seqs, live_seqs)
+        return seqs, scores
+
+
+class CachedModelStep(nn.Cell):
+    """The Transformer as a step cell: encoder and cross-attention keys/values once per sentence, then one token
+    per step with a fixed-shape self-attention key/value cache.
+
+    The computation is `Seq2SeqModel.decode_step`'s, layer by layer with the model's own sub-cells (the tests
+    check the two agree), but the cache is one tensor per layer and the new position is written with a select.
+    decode_step's stacked [layers, ...] cache, sliced and re-stacked every step, and its one-hot blend
+    (broadcast arithmetic over the whole cache) made a step ~10x slower on CPU.
+    State: (cross_bias, self keys x layers, self values x layers, cross keys x layers, cross values x layers),
+    self keys/values [B*k, h, L, dh], cross keys/values [B*k, h, S, dh]."""
+
+    def __init__(self, model, beam_width, max_decode_length):
+        super().__init__()
+        self.model = model
+        self.beam_width = beam_width
+        self.max_decode_length = max_decode_length
+        self.num_layers = len(model.decoder.layers)
+
+    def start(self, source_ids):
+        encoded, cross_bias = self.model.encode(source_ids)
+        rows = source_ids.shape[0] * self.beam_width
+        self_keys, cross_keys, cross_values = (), (), ()
+        for layer in self.model.decoder.layers:
+            keys, values = layer.cross_attention.project_key_value(encoded)     # [B, h, S, dh]
+            cross_keys += (repeat_beams(keys, self.beam_width, 0),)
+            cross_values += (repeat_beams(values, self.beam_width, 0),)
+            self_keys += (ops.zeros((rows, keys.shape[1], self.max_decode_length, keys.shape[3]), ms.float32),)
+        return (repeat_beams(cross_bias, self.beam_width, 0),) + self_keys + self_keys + cross_keys + cross_values
+
+    def construct(self, token_ids, step, state):
+        layers = self.num_layers
+        cross_bias = state[0]
+        rows = token_ids.shape[0]
+        positions = ops.broadcast_to(step.reshape(1, 1), (rows, 1)).astype(ms.int32)
+        x = self.model.embedder(token_ids.reshape(rows, 1), positions)              # [n, 1, d_model]
+        slots = ops.arange(self.max_decode_length, dtype=ms.int32)
+        write = (slots == step).reshape(1, 1, self.max_decode_length, 1)
+        self_bias = ((slots > step).astype(ms.float32) * MODEL_NEG_INF).reshape(1, 1, 1, self.max_decode_length)
+        new_keys, new_values = (), ()
+        for i, layer in enumerate(self.model.decoder.layers):
+            h = layer.self_attention_block.before(x)
+            keys, values = layer.self_attention.project_key_value(h)               # [n, h, 1, dh]
+            keys = ops.where(write, keys, state[1 + i])
+            values = ops.where(write, values, state[1 + layers + i])
+            x = layer.self_attention_block.after(x, layer.self_attention.attend(h, keys, values, self_bias))
+            x = layer._cross_and_feed_forward(x, state[1 + 2 * layers + i], state[1 + 3 * layers + i], cross_bias)
+            new_keys += (keys,)
+            new_values += (values,)
+        if self.model.decoder.final_norm is not None:
+            x = self.model.decoder.final_norm(x)
+        log_probs = ops.log_softmax(self.model.embedder.logits(x)[:, 0, :], -1)     # [n, vocab]
+        return log_probs, (cross_bias,) + new_keys + new_values + state[1 + 2 * layers:]
+
+    def reorder(self, state, rows):
+        # Beams only move within their sentence, so the cross-attention tensors (the same for all of a
+        # sentence's beams) need no re-ordering.
+        end = 1 + 2 * self.num_layers
+        return (state[0],) + tuple(ops.gather(cache, rows, 0) for cache in state[1:end]) + state[end:]
+
+
+class TableStep(nn.Cell):
+    """Hand-specified probabilities: log_probs[b, t, previous token] is sentence b's next-token distribution
+    at step t ([B, L, vocab, vocab]); `start` takes any [B, ...] tensor (only its batch size is used)."""
+
+    def __init__(self, log_prob_table, beam_width):
+        super().__init__()
+        table = np.asarray(log_prob_table, np.float32)
+        self.batch_size, self.steps, self.vocab_size, _ = table.shape
+        self.table = ms.Tensor(table.reshape(-1, self.vocab_size))
+        self.beam_width = beam_width
+
+    def start(self, inputs):
+        return (ops.zeros((inputs.shape[0] * self.beam_width,), ms.int32),)
+
+    def construct(self, token_ids, step, state):
+        sentence = ops.arange(token_ids.shape[0], dtype=ms.int32) // self.beam_width
+        rows = (sentence * self.steps + step) * self.vocab_size + token_ids
+        return ops.gather(self.table, rows, 0), state
+
+    def reorder(self, state, rows):
+        return state
+
+    def prefix_log_probs(self, prefix):
+        """For the reference driver: prefix [n, t+1] (from <s>) -> the table's row for the last token."""
+        return self.construct(prefix[:, -1], ms.Tensor(prefix.shape[1] - 1, ms.int32), ())[0]
+
+
+class BeamSearchDecoder(nn.Cell):
+    """The whole search - start, `while` loop over steps, finalize - as one compiled graph.
+
+    `decoder(inputs)` -> (sequences [B, k, L], scores [B, k]); inputs are what the step cell's `start` takes
+    (source_ids [B, S] for `CachedModelStep`)."""
+
+    def __init__(self, step_cell, search):
+        super().__init__()
+        self.step_cell = step_cell
+        self.search = search
+
+    def start(self, inputs):
+        return self.search.init_state(inputs.shape[0]), self.step_cell.start(inputs)
+
+    def step(self, state, model_state):
+        log_probs, model_state = self.step_cell(flatten_beam_dim(state[1]), state[0], model_state)
+        state, rows = self.search.update(state, log_probs)
+        return state, self.step_cell.reorder(model_state, rows)
+
+    @ms.jit
+    def construct(self, inputs):
+        state, model_state = self.start(inputs)
+        running = self.search.is_running(state)
+        while running:
+            state, model_state = self.step(state, model_state)
+            running = self.search.is_running(state)
+        return self.search.finalize(state)
+
+
+class _Compiled(nn.Cell):
+    """One method of a cell as a compiled graph of its own. (ms.jit applied directly to a bound method of a
+    Cell can make later graphs that call the same Cell resolve to that method.)"""
+
+    def __init__(self, owner, method):
+        super().__init__()
+        self.owner = owner
+        self.method = method
+
+    @ms.jit
+    def construct(self, *args):
+        return getattr(self.owner, self.method)(*args)
+
+
+class SteppedBeamSearchDecoder:
+    """The same search with a Python loop over one compiled step (the fallback where a graph `while` loop is
+    unavailable or slower); the state goes in as `ms.mutable` so the step compiles once, not once per step."""
+
+    def __init__(self, step_cell, search):
+        self.decoder = BeamSearchDecoder(step_cell, search)
+        self.search = search
+        self._start = _Compiled(self.decoder, "start")
+        self._step = _Compiled(self.decoder, "step")
+        self._finalize = _Compiled(search, "finalize")
+
+    def __call__(self, inputs):
+        state, model_state = self._start(inputs)
+        while bool(self.search.is_running(state).asnumpy()):
+            state, model_state = self._step(ms.mutable(state), ms.mutable(model_state))
+        return self._finalize(ms.mutable(state))
+
+
+def search_from_config(model_config, num_symbols=None, early_stopping=True):
+    """A `BeamSearch` with the decode settings of a `ModelConfig`; num_symbols: the vocabulary's size."""
+    return BeamSearch(model_config.beam_width, model_config.max_decode_length, model_config.vocab_size,
+                      model_config.length_penalty_weight, model_config.min_decode_length,
+                      model_config.no_repeat_ngram_size, early_stopping, num_symbols)
+
+
+def cached_decoder(model, search, loop="graph"):
+    """The compiled decoder of `model` (set to inference mode) for `search`'s settings; loop "graph": one
+    graph with a `while` loop, "python": a Python loop over a compiled step."""
+    model.set_train(False)
+    step_cell = CachedModelStep(model, search.beam_width, search.max_decode_length)
+    if loop == "graph":
+        return BeamSearchDecoder(step_cell, search)
+    if loop == "python":
+        return SteppedBeamSearchDecoder(step_cell, search)
+    raise ValueError(f"loop must be graph or python, got {loop!r}")
+
+
+def python_loop_search(search, batch_size, prefix_log_probs):
+    """Drives `search` from Python: `prefix_log_probs(prefix [B*k, t+1] int32 Tensor)` -> log-probs [B*k, vocab]
+    for the live hypotheses given their whole prefix (starting with <s>). Shares every search rule with
+    `BeamSearchDecoder`; only the model side differs (nothing is cached)."""
+    if search not in _SEARCH_STEPS:
+        _SEARCH_STEPS[search] = (_Compiled(search, "update"), _Compiled(search, "finalize"))
+    update, finalize = _SEARCH_STEPS[search]
+    state = search.init_state(batch_size)
+    bos = ops.full((batch_size * search.beam_width, 1), BOS_ID, dtype=ms.int32)
+    for step in range(search.max_decode_length):
+        if not bool(search.is_running(state).asnumpy()):
+            break
+        history = flatten_beam_dim(state[2])[:, :step]
+        prefix = ops.concat((bos, history), 1) if step else bos
+        state, _ = update(ms.mutable(state), prefix_log_probs(prefix))
+    return finalize(ms.mutable(state))
+
+
+# Compiled update/finalize graphs per search, reused across calls.
+_SEARCH_STEPS = weakref.WeakKeyDictionary()
+
+
+class PrefixDecoder(nn.Cell):
+    """Next-token log-probs of the last position, the decoder (the second half of `Seq2SeqModel.construct`,
+    cross-attention projections included) recomputing the whole prefix: [n, t+1] ids -> [n, vocab].
+    Compiled once with dynamic shapes, so every prefix length runs the same graph."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.int32), ms.Tensor(shape=[None, None], dtype=ms.int32),
+                        ms.Tensor(shape=[None, None, None], dtype=ms.float32),
+                        ms.Tensor(shape=[None, 1, 1, None], dtype=ms.float32))
+
+    @ms.jit
+    def construct(self, prefix, positions, encoded, cross_bias):
+        logits = self.model.decode(prefix, positions, encoded, cross_bias)
+        return ops.log_softmax(logits[:, -1, :], -1)
+
+
+# One compiled prefix decoder per model, reused by every reference search on it.
+_PREFIX_DECODERS = weakref.WeakKeyDictionary()
+
+
+class FullPrefixLogProbs:
+    """Uncached next-token log-probs: the encoder runs once per batch, then every step the decoder recomputes
+    the whole prefix."""
+
+    def __init__(self, model, source_ids, beam_width):
+        model.set_train(False)
+        if model not in _PREFIX_DECODERS:
+            _PREFIX_DECODERS[model] = PrefixDecoder(model)
+        self.last_log_probs = _PREFIX_DECODERS[model]
+        encoded, cross_bias = model.encode(source_ids)
+        self.encoded = repeat_beams(encoded, beam_width, 0)
+        self.cross_bias = repeat_beams(cross_bias, beam_width, 0)
+
+    def __call__(self, prefix):
+        rows, length = prefix.shape
+        positions = ops.broadcast_to(ops.arange(length, dtype=ms.int32).reshape(1, length), (rows, length))
+        return self.last_log_probs(prefix, positions, self.encoded, self.cross_bias)
+
+
+def reference_beam_search(model, source_ids, search):
+    """Uncached decoding with the same search rules: -> (sequences [B, k, L], scores [B, k])."""
+    return python_loop_search(search, source_ids.shape[0], FullPrefixLogProbs(model, source_ids,
+                                                                              search.beam_width))
+
+
+def best_hypotheses(sequences, scores=None):
+    """[B, k, L] (numpy or Tensor) -> list of B token lists, best beam, cut before the first </s>."""
+    sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)
+    out = []
+    for tokens in sequences[:, 0]:
+        tokens = list(int(t) for t in tokens)
+        if EOS_ID in tokens:
+            tokens = tokens[:tokens.index(EOS_ID)]
+        out.append([t for t in tokens if t != PAD_ID])
+    return out
+
+
+def decode_batches(decoder, batches, num_examples, progress=None):
+    """The best hypothesis of every example (token lists without </s>, in example order) over eval batches:
+    dicts with source_ids [B, S] and example_index [B] (-1 on pad rows)."""
+    hypotheses = [None] * num_examples
+    for batch in batches:
+        sequences, _ = decoder(ms.Tensor(batch["source_ids"]))
+        for index, tokens in zip(batch["example_index"], best_hypotheses(sequences)):
+            if index >= 0:
+                hypotheses[index] = tokens
+        if progress is not None:
+            progress.update(int((batch["example_index"] >= 0).sum()))
+    missing = sum(h is None for h in hypotheses)
+    if missing:
+        raise RuntimeError(f"{missing} examples were never decoded")
+    return hypotheses

@@ -1,0 +1,289 @@
+"""Beam search: hand-specified step probabilities with known answers, exhaustive search, cached == uncached."""
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+from config.config import ModelConfig
+from src.beam_search import (NEG_INF, BeamSearch, BeamSearchDecoder, CachedModelStep, TableStep, best_hypotheses,
+                             cached_decoder, gather_beams, length_penalty, python_loop_search, reference_beam_search)
+from src.dictionary import BOS_ID, EOS_ID, PAD_ID
+from src.model import Seq2SeqModel
+
+VOCAB = 9
+A, B, C, D = 5, 6, 7, 8
+FLOOR = 1e-6  # probability of every token a table does not mention: never competitive
+
+
+def markov_table(steps, rules, floor=FLOOR):
+    """[1, steps, VOCAB, VOCAB] log-probs: rules {(step or None for all steps, previous token): {token: p}}."""
+    table = np.full((steps, VOCAB, VOCAB), np.log(floor))
+    for (step, previous), probs in rules.items():
+        for s in range(steps) if step is None else [step]:
+            for token, p in probs.items():
+                table[s, previous, token] = np.log(p)
+    return table[None]
+
+
+def decode_table(table, beam_width, alpha=0.0, min_length=0, ngram=0, early_stopping=True):
+    """-> (sequences [B, k, L], scores [B, k]) from the graph-compiled decoder."""
+    batch, steps = table.shape[:2]
+    search = BeamSearch(beam_width, steps, VOCAB, alpha, min_length, ngram, early_stopping)
+    decoder = BeamSearchDecoder(TableStep(table, beam_width), search)
+    sequences, scores = decoder(ms.Tensor(np.zeros((batch, 1), np.int32)))
+    return sequences.asnumpy(), scores.asnumpy()
+
+
+def outputs(sequences, sentence=0):
+    """Every beam of a sentence as a token list cut before </s>."""
+    return [list(row[:list(row).index(EOS_ID)]) if EOS_ID in row else list(row) for row in sequences[sentence]]
+
+
+def test_helpers():
+    x = ms.Tensor(np.arange(2 * 3 * 2, dtype=np.int32).reshape(2, 3, 2))
+    picked = gather_beams(x, ms.Tensor(np.array([[2, 0], [1, 1]], np.int32))).asnumpy()
+    np.testing.assert_array_equal(picked, [[[4, 5], [0, 1]], [[8, 9], [8, 9]]])
+    assert length_penalty(1, 1.0) == 1.0 and length_penalty(7, 2.0) == 4.0 and length_penalty(9, 0.0) == 1.0
+
+
+# The three finished hypotheses of this table: "A" (p .54, length 2 with </s>), "B C" (.4, 3), "A C" (.06, 3).
+LENGTH_RULES = {(0, BOS_ID): {A: .6, B: .4}, (None, A): {EOS_ID: .9, C: .1}, (None, B): {C: 1.0},
+                (None, C): {EOS_ID: 1.0}}
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_length_penalty_picks_short_or_long(early_stopping):
+    table = markov_table(4, LENGTH_RULES)
+    sequences, scores = decode_table(table, 2, alpha=0.0, early_stopping=early_stopping)
+    assert outputs(sequences) == [[A], [B, C]]                          # no penalty: the likelier, shorter one
+    np.testing.assert_allclose(scores[0], [np.log(.54), np.log(.4)], rtol=1e-6)
+    sequences, scores = decode_table(table, 2, alpha=5.0, early_stopping=early_stopping)
+    # alpha 5: log .4 / (8/6)^5 = -0.2174 beats log .54 / (7/6)^5 = -0.2851: the longer one wins.
+    assert outputs(sequences) == [[B, C], [A]]
+    np.testing.assert_allclose(scores[0], [np.log(.4) / (8 / 6) ** 5, np.log(.54) / (7 / 6) ** 5], rtol=1e-6)
+
+
+# "" (</s> first, p .55, length 1) against "A B C" (p .45, length 4).
+GREEDY_RULES = {(0, BOS_ID): {EOS_ID: .55, A: .45}, (None, A): {B: 1.0}, (None, B): {C: 1.0},
+                (None, C): {EOS_ID: 1.0}}
+
+
+def test_beam_one_is_greedy_but_flax_rule_keeps_searching():
+    table = markov_table(4, GREEDY_RULES)
+    sequences, scores = decode_table(table, 1, alpha=1.0, early_stopping=True)
+    assert outputs(sequences) == [[]]                                     # </s> is the argmax: empty output
+    np.testing.assert_allclose(scores[0, 0], np.log(.55), rtol=1e-6)
+    # Flax's rule: the finished "" is kept apart, the live slot goes on with A and finds a better normalised
+    # score, log .45 / (9/6) = -0.532 > log .55 / 1 = -0.598.
+    sequences, scores = decode_table(table, 1, alpha=1.0, early_stopping=False)
+    assert outputs(sequences) == [[A, B, C]]
+    np.testing.assert_allclose(scores[0, 0], np.log(.45) / 1.5, rtol=1e-6)
+    # Without a length penalty nothing can beat the first </s>: both rules stop there.
+    assert outputs(decode_table(table, 1, alpha=0.0, early_stopping=False)[0]) == [[]]
+
+
+MIN_LENGTH_RULES = {(0, BOS_ID): {EOS_ID: .7, A: .3}, (None, A): {EOS_ID: .6, B: .4}, (None, B): {EOS_ID: 1.0}}
+
+
+# Unconstrained, </s> (p .7) would come first.
+@pytest.mark.parametrize("min_length,expected,probability", [(1, [A], .3 * .6), (2, [A, B], .3 * .4)])
+def test_min_decode_length_forbids_early_eos(min_length, expected, probability):
+    sequences, scores = decode_table(markov_table(4, MIN_LENGTH_RULES), 1, min_length=min_length)
+    assert outputs(sequences) == [expected]
+    np.testing.assert_allclose(scores[0, 0], np.log(probability), rtol=1e-6)
+
+
+NGRAM_RULES = {(0, BOS_ID): {A: .9, B: .1}, (None, A): {A: .7, B: .2, EOS_ID: .1}, (None, B): {EOS_ID: .9, A: .1}}
+
+
+@pytest.mark.parametrize("ngram,expected,probability", [
+    (1, [A, B], .9 * .2 * .9),                  # A may not recur: A B </s>
+    (2, [A, A, B], .9 * .7 * .2 * .9),          # the bigram A A may not recur
+    (3, [A, A, A, B], .9 * .7 * .7 * .2 * .9),  # the trigram A A A may not recur; </s> is the 5th token
+])
+def test_no_repeat_ngram(ngram, expected, probability):
+    sequences, scores = decode_table(markov_table(5, NGRAM_RULES), 1, ngram=ngram)
+    assert outputs(sequences) == [expected]
+    np.testing.assert_allclose(scores[0, 0], np.log(probability), rtol=1e-6)
+
+
+def test_max_length_without_eos_returns_the_live_hypothesis():
+    sequences, scores = decode_table(markov_table(5, NGRAM_RULES), 1, alpha=1.0)
+    assert outputs(sequences) == [[A, A, A, A, A]]                          # never ended: L tokens, no </s>
+    np.testing.assert_allclose(scores[0, 0], np.log(.9 * .7 ** 4) / length_penalty(5, 1.0), rtol=1e-6)
+
+
+def random_tables(seed, batch=2, steps=4):
+    logits = np.random.default_rng(seed).normal(size=(batch, steps, VOCAB, VOCAB)) * 2.0
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+def exhaustive_finished(table, alpha, min_length, ngram):
+    """Every allowed finished hypothesis of one sentence with its normalised score, best first."""
+    steps = table.shape[0]
+    words = [t for t in range(VOCAB) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+    found = []
+    for length in range(min_length, steps):
+        for tokens in itertools.product(words, repeat=length):
+            sequence = list(tokens) + [EOS_ID]
+            grams = [tuple(sequence[i:i + ngram]) for i in range(len(sequence) - ngram + 1)] if ngram else []
+            if len(set(grams)) < len(grams):
+                continue
+            previous = [BOS_ID] + sequence[:-1]
+            log_prob = sum(table[t, previous[t], sequence[t]] for t in range(len(sequence)))
+            found.append((log_prob / length_penalty(len(sequence), alpha), tokens))
+    return sorted(found, reverse=True)
+
+
+@pytest.mark.parametrize("alpha,min_length,ngram", [(0.6, 1, 2), (0.0, 0, 0), (2.0, 2, 1)])
+def test_exhaustive_beam_finds_the_exact_best(alpha, min_length, ngram):
+    """With flax's rule and a beam wide enough to hold every prefix, the finished store is exactly the best
+    finished hypotheses of an exhaustive enumeration (two sentences: beams must not mix across the batch)."""
+    tables = random_tables(7, steps=3)
+    beam = 130                                     # 2k covers every candidate: 6^2 live prefixes x 7 tokens
+    sequences, scores = decode_table(tables, beam, alpha, min_length, ngram, early_stopping=False)
+    for sentence in range(2):
+        expected = exhaustive_finished(tables[sentence], alpha, min_length, ngram)
+        real = scores[sentence] > NEG_INF / 2
+        assert real.sum() == min(len(expected), beam)
+        np.testing.assert_allclose(scores[sentence][real], [s for s, _ in expected[:beam]], rtol=1e-5)
+        assert [tuple(t) for t in outputs(sequences, sentence)[:5]] == [t for _, t in expected[:5]]
+
+
+def test_beam_one_equals_argmax_chain():
+    tables = random_tables(11, steps=6)
+    sequences, _ = decode_table(tables, 1, alpha=1.0)
+    for sentence in range(2):
+        previous, chain = BOS_ID, []
+        for step in range(6):
+            row = tables[sentence, step, previous].copy()
+            row[[PAD_ID, BOS_ID]] = -np.inf
+            previous = int(row.argmax())
+            if previous == EOS_ID:
+                break
+            chain.append(previous)
+        assert outputs(sequences, sentence)[0] == chain
+
+
+def test_graph_loop_equals_python_loop():
+    tables = random_tables(3, steps=6)
+    sequences, scores = decode_table(tables, 3, 1.0, 1, 2, early_stopping=False)
+    search = BeamSearch(3, 6, VOCAB, 1.0, 1, 2, early_stopping=False)
+    loop_sequences, loop_scores = python_loop_search(search, 2, TableStep(tables, 3).prefix_log_probs)
+    np.testing.assert_array_equal(loop_sequences.asnumpy(), sequences)
+    np.testing.assert_allclose(loop_scores.asnumpy(), scores, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The Transformer: cached (one graph) against uncached (whole prefix recomputed each step)
+# ------------------------------------------------------------------------------------------------------------
+
+def tiny_config(**changes):
+    base = ModelConfig(random_seed=1, seq_length=16, vocab_size=40, hidden_size=16, num_hidden_layers=2,
+                       num_decoder_layers=1, num_attention_heads=2, intermediate_size=32, hidden_dropout_prob=0.0,
+                       attention_dropout_prob=0.0, max_position_embeddings=32, max_decode_length=10)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def model():
+    ms.set_seed(5)
+    # Large random weights make the output depend on the source; a larger </s> embedding makes </s> likely
+    # enough that some hypotheses end before the length limit and others do not.
+    net = Seq2SeqModel(tiny_config(initializer_range=1.0))
+    table = net.embedder.table.asnumpy()
+    table[EOS_ID] *= 4.0
+    net.embedder.table.set_data(ms.Tensor(table))
+    net.set_train(False)
+    return net
+
+
+def sources(seed=0, batch=4, length=7):
+    source = np.random.default_rng(seed).integers(5, 40, size=(batch, length)).astype(np.int32)
+    source[:, -1] = EOS_ID
+    source[1, 4:] = PAD_ID                                                     # a shorter sentence
+    return source
+
+
+def test_cached_step_equals_model_decode_step(model):
+    """The beam search's per-layer cache step computes what Seq2SeqModel.decode_step computes."""
+    source = sources()
+    beam, max_len = 2, 4
+    cell = CachedModelStep(model, beam, max_len)
+    state = cell.start(ms.Tensor(source))
+    encoded, cross_bias = model.encode(ms.Tensor(np.repeat(source, beam, 0)))
+    cross_keys, cross_values = model.cross_attention_cache(encoded)
+    self_keys = ms.ops.zeros(cross_keys.shape[:3] + (max_len, cross_keys.shape[4]), ms.float32)
+    self_values = self_keys
+    tokens = np.random.default_rng(9).integers(5, 40, size=(max_len, len(source) * beam)).astype(np.int32)
+    tokens[0] = BOS_ID
+    for step in range(max_len):
+        log_probs, state = cell(ms.Tensor(tokens[step]), ms.Tensor(step, ms.int32), state)
+        expected, self_keys, self_values = model.decode_step(ms.Tensor(tokens[step]), ms.Tensor(step, ms.int32),
+                                                             self_keys, self_values, cross_keys, cross_values,
+                                                             cross_bias)
+        np.testing.assert_allclose(log_probs.asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+_DECODERS = {}
+
+
+def model_decoder(model, beam):
+    """The compiled decoder for `beam` (max length 10, alpha 1, min length 1), shared by the tests below."""
+    if beam not in _DECODERS:
+        _DECODERS[beam] = cached_decoder(model, BeamSearch(beam, 10, 40, 1.0, 1))
+    return _DECODERS[beam]
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_cached_equals_uncached(model, beam):
+    decoder = model_decoder(model, beam)
+    source = ms.Tensor(sources())
+    sequences, scores = decoder(source)
+    search = decoder.search
+    ref_sequences, ref_scores = reference_beam_search(model, source, search)
+    np.testing.assert_array_equal(sequences.asnumpy(), ref_sequences.asnumpy())
+    np.testing.assert_allclose(scores.asnumpy(), ref_scores.asnumpy(), rtol=1e-4, atol=1e-5)
+    if beam > 1:                                              # the Python loop over the compiled cached step
+        stepped_sequences, stepped_scores = cached_decoder(model, search, loop="python")(source)
+        np.testing.assert_array_equal(stepped_sequences.asnumpy(), sequences.asnumpy())
+        np.testing.assert_allclose(stepped_scores.asnumpy(), scores.asnumpy(), rtol=1e-5, atol=1e-6)
+    lengths = [len(h) for h in best_hypotheses(sequences)]
+    assert min(lengths) < 10 and max(lengths) == 10                            # some ended, some did not
+
+
+def test_greedy_equals_naive_argmax_decoding(model):
+    """Beam 1 against a plain loop over the teacher-forced model (no search code at all)."""
+    source = sources()
+    sequences, scores = model_decoder(model, 1)(ms.Tensor(source))
+    rows = len(source)
+    # Fixed-shape prefix buffer (later positions cannot affect earlier ones: causal attention).
+    prefix = np.zeros((rows, 11), np.int32)
+    prefix[:, 0] = BOS_ID
+    positions = np.tile(np.arange(11, dtype=np.int32), (rows, 1))
+    log_prob, ended = np.zeros(rows), np.zeros(rows, bool)
+
+    def teacher_forced(source_ids, decoder_input_ids, decoder_positions):
+        return model(source_ids, decoder_input_ids, decoder_positions)
+
+    teacher_forced = ms.jit(teacher_forced)
+    for step in range(10):
+        logits = teacher_forced(ms.Tensor(source), ms.Tensor(prefix), ms.Tensor(positions)).asnumpy()[:, step]
+        logits = logits.astype(np.float64)
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        log_probs[:, [PAD_ID, BOS_ID] + ([EOS_ID] if step == 0 else [])] = -np.inf   # min length 1
+        tokens = log_probs.argmax(-1)
+        log_prob += np.where(ended, 0.0, log_probs[np.arange(rows), tokens])
+        ended |= tokens == EOS_ID
+        prefix[:, step + 1] = tokens
+    for row in range(rows):
+        generated = list(prefix[row, 1:])
+        generated = generated[:generated.index(EOS_ID) + 1] if EOS_ID in generated else generated
+        assert best_hypotheses(sequences)[row] == [t for t in generated if t != EOS_ID]
+        np.testing.assert_allclose(scores.asnumpy()[row, 0], log_prob[row] / length_penalty(len(generated), 1.0),
+                                   rtol=1e-4)
+    assert ended.any() and not ended.all()

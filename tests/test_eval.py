@@ -1,0 +1,145 @@
+"""eval.py and export.py as a user runs them: subprocesses on records of the bundled Gigaword sample (41 pairs,
+not a multiple of the batch size) with a random-init tiny model saved by ms.save_checkpoint."""
+import collections
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+from config.config import load_config
+from src.dictionary import Dictionary
+from src.metrics import rouge_scores
+from src.model import Seq2SeqModel
+from src.records import build_pair_examples, read_pair_files, read_records, write_records
+from src.text import remove_bpe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "data", "sample", "gigaword")
+TINY = os.path.join(REPO, "config", "config_tiny.json")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval")
+    articles, titles = read_pair_files(os.path.join(SAMPLE, "test.article.txt"), os.path.join(SAMPLE, "test.title.txt"))
+    vocab = Dictionary.from_counter(collections.Counter(w for line in articles + titles for w in line.split()))
+    vocab.pad_to_multiple(8)
+    vocab.persistence(str(folder / "vocab.txt"))
+    examples, _ = build_pair_examples(articles, titles, vocab, max_len=64, train=False, token_map={"UNK": "<unk>"})
+    write_records(str(folder / "test.mindrecord"), examples, vocab_size=len(vocab))
+    overrides = [f"model_config.vocab_size={len(vocab)}", "model_config.max_decode_length=8",
+                 "model_config.beam_width=2", "dataset_config.bucket_boundaries=[64]"]
+    # Large initial weights: a random model whose output depends on the source, so order mistakes show.
+    config = load_config(TINY, overrides + ["model_config.initializer_range=1.0"])
+    ms.set_seed(1)
+    ms.save_checkpoint(Seq2SeqModel(config.model_config), str(folder / "random.ckpt"))
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    common = ["--config", TINY, *sets, "--vocab", str(folder / "vocab.txt"), "--checkpoint",
+              str(folder / "random.ckpt"), "--test_dataset", str(folder / "test.mindrecord"), "--batch_size", "8"]
+    return dict(folder=folder, vocab=vocab, config=config, common=common, titles=titles)
+
+
+def run(script, args):
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def assert_user_error(result, *absent_paths):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for path in absent_paths:
+        assert not os.path.exists(path)
+
+
+def test_rouge_decodes_every_example_in_order(setup):
+    output = str(setup["folder"] / "hyp.txt")
+    reference = os.path.join(SAMPLE, "test.title.txt")
+    result = run("eval.py", [*setup["common"], "--metric", "rouge", "--output", output, "--reference", reference])
+    assert result.returncode == 0, result.stderr
+    assert "decode" in result.stderr and "41/41" in result.stderr                # tqdm progress
+    with open(output, encoding="utf-8") as handle:
+        hypotheses = handle.read().split("\n")
+    assert hypotheses[-1] == "" and len(hypotheses) == 42                         # 41 lines, 41 = 5 x 8 + 1
+    hypotheses = hypotheses[:-1]
+    with open(output + ".json", encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["examples"] == 41 and summary["reference"] == reference
+    assert summary["decode"] == {"beam_width": 2, "length_penalty_weight": 1.0, "max_decode_length": 8,
+                                 "min_decode_length": 0, "no_repeat_ngram_size": 0, "early_stopping": True}
+    assert summary["wall_time_s"] > 0
+    # The scores are rouge_scores of the written lines; the reference titles (with UNK) score exactly as the
+    # record targets (with <unk>).
+    assert {k: summary[k] for k in ("rouge1", "rouge2", "rougeL")} == pytest.approx(
+        rouge_scores(setup["titles"], hypotheses), rel=1e-12)
+    record_targets = [remove_bpe(setup["vocab"].decode(e.target_ids)) for e in read_records(str(setup["folder"] /
+                                                                                               "test.mindrecord"))]
+    assert rouge_scores(record_targets, hypotheses) == pytest.approx(rouge_scores(setup["titles"], hypotheses))
+    assert len(set(hypotheses)) > 20                                             # outputs depend on the source
+
+    # Line i is example i: decode the first and last examples here and compare.
+    from src.beam_search import best_hypotheses, cached_decoder, search_from_config
+    model = Seq2SeqModel(setup["config"].model_config)
+    ms.load_param_into_net(model, ms.load_checkpoint(str(setup["folder"] / "random.ckpt")))
+    examples = read_records(str(setup["folder"] / "test.mindrecord"))
+    source = np.zeros((2, 64), np.int32)
+    for row, index in enumerate((0, 40)):
+        source[row, :len(examples[index].source_ids)] = examples[index].source_ids
+    sequences, _ = cached_decoder(model, search_from_config(setup["config"].model_config))(ms.Tensor(source))
+    tokens = best_hypotheses(sequences)
+    assert [hypotheses[0], hypotheses[40]] == [remove_bpe(setup["vocab"].decode(t)) for t in tokens]
+
+
+def test_perplexity_writes_one_line_per_example(setup):
+    output = str(setup["folder"] / "nll.txt")
+    result = run("eval.py", [*setup["common"], "--metric", "ppl", "--output", output])
+    assert result.returncode == 0, result.stderr
+    with open(output, encoding="utf-8") as handle:
+        rows = [line.split("\t") for line in handle.read().splitlines()]
+    assert len(rows) == 41
+    nll = np.array([float(r[0]) for r in rows])
+    tokens = np.array([int(r[1]) for r in rows])
+    examples = read_records(str(setup["folder"] / "test.mindrecord"))
+    np.testing.assert_array_equal(tokens, [len(e.target_ids) for e in examples])
+    with open(output + ".json", encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["target_tokens"] == tokens.sum() and summary["examples"] == 41
+    assert summary["ppl"] == pytest.approx(math.exp(nll.sum() / tokens.sum()), rel=1e-6)
+
+
+def test_eval_errors_leave_no_output(setup):
+    output = str(setup["folder"] / "bad.txt")
+    result = run("eval.py", [*setup["common"][:-6], "--checkpoint", str(setup["folder"] / "missing.ckpt"),
+                             "--test_dataset", str(setup["folder"] / "test.mindrecord"), "--metric", "rouge",
+                             "--output", output])
+    assert_user_error(result, output, output + ".json")
+    assert "missing.ckpt" in result.stderr
+    short_reference = setup["folder"] / "short.txt"
+    short_reference.write_text("one title\n", encoding="utf-8")
+    result = run("eval.py", [*setup["common"], "--metric", "rouge", "--output", output, "--reference",
+                             str(short_reference)])
+    assert_user_error(result, output, output + ".json")
+    assert "1 lines" in result.stderr and "41 examples" in result.stderr
+
+
+def test_export_beam_graph_reloads_with_the_same_output(setup):
+    output = str(setup["folder"] / "beam.mindir")
+    result = run("export.py", ["--config", TINY, *setup["common"][2:setup["common"].index("--vocab")],
+                               "--checkpoint", str(setup["folder"] / "random.ckpt"), "--output", output,
+                               "--batch_size", "2", "--source_length", "16"])
+    assert result.returncode == 0, result.stderr
+    # export.py itself ran the reloaded file against the in-process decoder (tokens equal, scores within 1e-4).
+    assert "reloaded output matches" in result.stdout and "[2, 16]" in result.stdout
+    assert ms.load(output) is not None
+    assert not [name for name in os.listdir(setup["folder"]) if name.startswith(".beam")]   # no temporary left
+    missing = str(setup["folder"] / "none.mindir")
+    result = run("export.py", ["--config", TINY, "--checkpoint", str(setup["folder"] / "missing.ckpt"),
+                               "--output", missing])
+    assert_user_error(result, missing)
