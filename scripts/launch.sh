@@ -97,4 +97,5 @@ trap 'kill -TERM -- -"$job" 2>/dev/null || true' INT TERM
 tail -n +1 --pid="$job" -f "$run_folder/logs/console.log"
 status=0; wait "$job" || status=$?
 rm -f "$run_folder/pid"
+[ "$status" = 0 ] || echo "error: the job failed (exit status $status); logs: $run_folder/logs/" >&2
 exit "$status"
