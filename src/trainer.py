@@ -15,6 +15,7 @@ Pieces, bottom-up:
 - `EvalStep`: the loss sums without dropout; perplexity = exp(nll_sum / tokens).
 - `train_and_evaluate`: pre-training then fine-tuning phases, epochs, logging, checkpoints, resume, SIGTERM.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -767,7 +768,7 @@ class Trainer:
             self.metrics.truncate(resume_point[2]["metrics_lines"])
             self.console(f"resuming {resume_point[1]}: {self.state.phase} epoch {self.state.epoch + 1}, "
                          f"batch {self.state.batch_position}, step {self.state.step}")
-        with self.stop:
+        with self.stop, rank_pid_file(self.run_folder, self.rank):
             for index, phase in enumerate(self.phases[first:], first):
                 if index > first:
                     self.start_phase(phase, previous_model=self.network.model)
@@ -781,6 +782,22 @@ class Trainer:
         self.console(f"done: {', '.join(self.phases)}; {self.state.step} updates in the last phase; {best}"
                      f"{format_duration(summary['seconds'])}; checkpoints in {self.ckpt_folder}")
         return summary
+
+
+@contextlib.contextmanager
+def rank_pid_file(run_folder, rank):
+    """RUN/pids/rank_N.pid while this rank trains (SIGTERM handler already installed): stop_training.sh signals
+    the ranks from these files, since msrun starts each worker in a session of its own and does not forward
+    SIGTERM."""
+    path = os.path.join(run_folder, "pids", f"rank_{rank}.pid")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def parameters_digest(model):
