@@ -34,7 +34,8 @@ trainer.setup_device("CPU")
 def tiny_model_config(vocab_size=40, dropout=0.0):
     return ModelConfig(random_seed=1, seq_length=16, vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
                        num_decoder_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16,
-                       max_decode_length=12, hidden_dropout_prob=dropout, attention_dropout_prob=dropout)
+                       max_decode_length=12, hidden_dropout_prob=dropout, attention_dropout_prob=dropout,
+                       resumable_dropout=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
