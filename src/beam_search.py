@@ -35,7 +35,6 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.dictionary import BOS_ID, EOS_ID, PAD_ID
-from src.model import NEG_INF as MODEL_NEG_INF
 
 # Finite, so that sums and differences of masked scores never produce NaN; far below any real log-probability.
 NEG_INF = -1.0e9
@@ -221,10 +220,8 @@ class CachedModelStep(nn.Cell):
     """The Transformer as a step cell: encoder and cross-attention keys/values once per sentence, then one token
     per step with a fixed-shape self-attention key/value cache.
 
-    The computation is `Seq2SeqModel.decode_step`'s, layer by layer with the model's own sub-cells (the tests
-    check the two agree), but the cache is one tensor per layer and the new position is written with a select.
-    decode_step's stacked [layers, ...] cache, sliced and re-stacked every step, and its one-hot blend
-    (broadcast arithmetic over the whole cache) made a step ~10x slower on CPU.
+    Each step is `Seq2SeqModel.decode_step` (one cache tensor per layer, the new position written with a select);
+    this cell adds the beam dimension and the flat state tuple the search loop carries.
     State: (cross_bias, self keys x layers, self values x layers, cross keys x layers, cross values x layers),
     self keys/values [B*k, h, L, dh], cross keys/values [B*k, h, S, dh]."""
 
@@ -249,25 +246,9 @@ class CachedModelStep(nn.Cell):
     def construct(self, token_ids, step, state):
         layers = self.num_layers
         cross_bias = state[0]
-        rows = token_ids.shape[0]
-        positions = ops.broadcast_to(step.reshape(1, 1), (rows, 1)).astype(ms.int32)
-        x = self.model.embedder(token_ids.reshape(rows, 1), positions)              # [n, 1, d_model]
-        slots = ops.arange(self.max_decode_length, dtype=ms.int32)
-        write = (slots == step).reshape(1, 1, self.max_decode_length, 1)
-        self_bias = ((slots > step).astype(ms.float32) * MODEL_NEG_INF).reshape(1, 1, 1, self.max_decode_length)
-        new_keys, new_values = (), ()
-        for i, layer in enumerate(self.model.decoder.layers):
-            h = layer.self_attention_block.before(x)
-            keys, values = layer.self_attention.project_key_value(h)               # [n, h, 1, dh]
-            keys = ops.where(write, keys, state[1 + i])
-            values = ops.where(write, values, state[1 + layers + i])
-            x = layer.self_attention_block.after(x, layer.self_attention.attend(h, keys, values, self_bias))
-            x = layer._cross_and_feed_forward(x, state[1 + 2 * layers + i], state[1 + 3 * layers + i], cross_bias)
-            new_keys += (keys,)
-            new_values += (values,)
-        if self.model.decoder.final_norm is not None:
-            x = self.model.decoder.final_norm(x)
-        log_probs = ops.log_softmax(self.model.embedder.logits(x)[:, 0, :], -1)     # [n, vocab]
+        log_probs, new_keys, new_values = self.model.decode_step(
+            token_ids, step, state[1:1 + layers], state[1 + layers:1 + 2 * layers],
+            state[1 + 2 * layers:1 + 3 * layers], state[1 + 3 * layers:], cross_bias)
         return log_probs, (cross_bias,) + new_keys + new_values + state[1 + 2 * layers:]
 
     def reorder(self, state, rows):

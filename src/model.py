@@ -8,7 +8,7 @@ positions (causal), never from a separate mask tensor.
 
 Besides teacher-forced `construct`, the model exposes the pieces beam search needs: `encode`,
 `cross_attention_cache` (encoder keys/values computed once) and `decode_step` (one token with a fixed-shape
-self-attention key/value cache).
+self-attention key/value cache, one tensor per layer).
 """
 import math
 
@@ -152,13 +152,14 @@ class DecoderLayer(nn.Cell):
         x = self.self_attention_block.after(x, self.self_attention(h, h, self_bias))
         return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias)
 
-    def step(self, x, self_keys, self_values, write_weight, self_bias, cross_keys, cross_values, cross_bias):
-        """One new position. x [n, 1, d_model]; self_keys/values [n, h, max_len, dh] are the cache, into which
-        this position's key/value is blended at `write_weight` ([max_len, 1] one-hot) (static shapes)."""
+    def step(self, x, self_keys, self_values, write, self_bias, cross_keys, cross_values, cross_bias):
+        """One new position. x [n, 1, d_model]; self_keys/values [n, h, max_len, dh] are this layer's cache, into
+        which this position's key/value is selected where `write` ([1, 1, max_len, 1] bool) is set (static shapes;
+        a select, not a one-hot blend, since blending does arithmetic over the whole cache)."""
         h = self.self_attention_block.before(x)
         new_keys, new_values = self.self_attention.project_key_value(h)          # [n, h, 1, dh]
-        self_keys = self_keys * (1.0 - write_weight) + new_keys * write_weight     # [n, h, max_len, dh]
-        self_values = self_values * (1.0 - write_weight) + new_values * write_weight
+        self_keys = ops.where(write, new_keys, self_keys)                         # [n, h, max_len, dh]
+        self_values = ops.where(write, new_values, self_values)
         x = self.self_attention_block.after(x, self.self_attention.attend(h, self_keys, self_values, self_bias))
         return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias), self_keys, self_values
 
@@ -213,15 +214,16 @@ class Decoder(nn.Cell):
             x = layer(x, self_bias, cross_keys[i], cross_values[i], cross_bias)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def step(self, x, self_keys, self_values, write_weight, self_bias, cross_keys, cross_values, cross_bias):
-        new_keys, new_values = [], []
+    def step(self, x, self_keys, self_values, write, self_bias, cross_keys, cross_values, cross_bias):
+        """Caches are tuples with one tensor per layer (slicing and re-stacking one big tensor cost ~6x per step)."""
+        new_keys, new_values = (), ()
         for i, layer in enumerate(self.layers):
-            x, layer_keys, layer_values = layer.step(x, self_keys[i], self_values[i], write_weight, self_bias,
+            x, layer_keys, layer_values = layer.step(x, self_keys[i], self_values[i], write, self_bias,
                                                      cross_keys[i], cross_values[i], cross_bias)
-            new_keys.append(layer_keys)
-            new_values.append(layer_values)
+            new_keys += (layer_keys,)
+            new_values += (layer_values,)
         x = self.final_norm(x) if self.final_norm is not None else x
-        return x, ops.stack(new_keys), ops.stack(new_values)
+        return x, new_keys, new_values
 
 
 class Seq2SeqModel(nn.Cell):
@@ -248,13 +250,13 @@ class Seq2SeqModel(nn.Cell):
         return encoded, padding_bias(source_ids, self.cross_hidden_ids)
 
     def cross_attention_cache(self, encoded):
-        """Per decoder layer keys/values of the encoder output: [layers, b, h, src_len, dh] each."""
-        keys, values = [], []
+        """Per decoder layer keys/values of the encoder output: tuples of [b, h, src_len, dh], one per layer."""
+        keys, values = (), ()
         for layer in self.decoder.layers:
             layer_keys, layer_values = layer.cross_attention.project_key_value(encoded)
-            keys.append(layer_keys)
-            values.append(layer_values)
-        return ops.stack(keys), ops.stack(values)
+            keys += (layer_keys,)
+            values += (layer_values,)
+        return keys, values
 
     def decode(self, decoder_input_ids, decoder_positions, encoded, cross_bias):
         x = self.embedder(decoder_input_ids, decoder_positions)                    # [b, tgt_len, d_model]
@@ -270,17 +272,17 @@ class Seq2SeqModel(nn.Cell):
     def decode_step(self, token_ids, step, self_keys, self_values, cross_keys, cross_values, cross_bias):
         """One decoding step at position `step` (int32 scalar Tensor) for n hypotheses.
 
-        token_ids [n]; self_keys/values [layers, n, h, max_len, dh]; cross_* from `cross_attention_cache`.
-        Returns (log-probabilities [n, vocab], updated self_keys, self_values).
+        token_ids [n]; self_keys/values: tuples (one per layer) of [n, h, max_len, dh] caches; cross_* from
+        `cross_attention_cache`. Returns (log-probabilities [n, vocab], updated self_keys, self_values).
         """
         n = token_ids.shape[0]
-        max_len = self_keys.shape[3]
+        max_len = self_keys[0].shape[2]
         positions = ops.broadcast_to(step.reshape(1, 1), (n, 1)).astype(ms.int32)
         x = self.embedder(token_ids.reshape(n, 1), positions)                       # [n, 1, d_model]
         slots = ops.arange(max_len, dtype=ms.int32)
-        write_weight = (slots == step).astype(ms.float32).reshape(max_len, 1)      # [max_len, 1]
+        write = (slots == step).reshape(1, 1, max_len, 1)
         self_bias = ((slots > step).astype(ms.float32) * NEG_INF).reshape(1, 1, 1, max_len)
-        hidden, self_keys, self_values = self.decoder.step(x, self_keys, self_values, write_weight, self_bias,
+        hidden, self_keys, self_values = self.decoder.step(x, self_keys, self_values, write, self_bias,
                                                            cross_keys, cross_values, cross_bias)
         log_probs = ops.log_softmax(self.embedder.logits(hidden)[:, 0, :], -1)     # [n, vocab]
         return log_probs, self_keys, self_values

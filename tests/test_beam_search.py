@@ -209,14 +209,16 @@ def sources(seed=0, batch=4, length=7):
 
 
 def test_cached_step_equals_model_decode_step(model):
-    """The beam search's per-layer cache step computes what Seq2SeqModel.decode_step computes."""
+    """The beam search's step cell (beams repeated in its start state) computes what Seq2SeqModel.decode_step
+    computes on the beam-repeated batch."""
     source = sources()
     beam, max_len = 2, 4
     cell = CachedModelStep(model, beam, max_len)
     state = cell.start(ms.Tensor(source))
     encoded, cross_bias = model.encode(ms.Tensor(np.repeat(source, beam, 0)))
     cross_keys, cross_values = model.cross_attention_cache(encoded)
-    self_keys = ms.ops.zeros(cross_keys.shape[:3] + (max_len, cross_keys.shape[4]), ms.float32)
+    rows, heads, _, head_dim = cross_keys[0].shape
+    self_keys = tuple(ms.ops.zeros((rows, heads, max_len, head_dim), ms.float32) for _ in cross_keys)
     self_values = self_keys
     tokens = np.random.default_rng(9).integers(5, 40, size=(max_len, len(source) * beam)).astype(np.int32)
     tokens[0] = BOS_ID

@@ -103,10 +103,11 @@ def test_cached_steps_equal_full_decode(model):
     full_log_probs = full - np.log(np.exp(full).sum(-1, keepdims=True))
     encoded, cross_bias = model.encode(ms.Tensor(source))
     cross_keys, cross_values = model.cross_attention_cache(encoded)
-    layers, n, heads, _, head_dim = cross_keys.shape
+    n, heads, _, head_dim = cross_keys[0].shape
+    assert len(cross_keys) == len(model.decoder.layers)
     max_len = 9
-    self_keys = ops.zeros((layers, n, heads, max_len, head_dim), ms.float32)
-    self_values = ops.zeros_like(self_keys)
+    self_keys = tuple(ops.zeros((n, heads, max_len, head_dim), ms.float32) for _ in cross_keys)
+    self_values = self_keys
     for step in range(6):
         log_probs, self_keys, self_values = model.decode_step(
             ms.Tensor(decoder_input[:, step]), ms.Tensor(step, ms.int32), self_keys, self_values,
