@@ -12,6 +12,7 @@ export PYTHON=$python PYTHONUNBUFFERED=1
 sample=data/sample
 rm -rf "$run"
 mkdir -p "$run"
+exec > >(tee "$run/demo.log") 2>&1
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 start=$SECONDS
 
