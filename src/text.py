@@ -334,8 +334,11 @@ class BpeApplier:
 
     subword-nmt caches each word type's encoding, so its time goes mostly to per-token Python work
     (~2 us a token), the rest to encoding each type once in a loop over the word. Here:
-    - a text whose lines are plain (single spaces, "\\n" ends: what tokenize_corpus.py writes) is mapped
-      whole: one split at " ", one dict lookup per token inside map(), one join, all in C;
+    - a text whose lines are plain (single spaces, "\\n" ends: what tokenize_corpus.py writes) takes no
+      Python step per token (_apply_plain): BPE only cuts words, so the output is the input with "@@ "
+      put in at cut points found with NumPy (token keys hashed in arrays, one bit mask of cut offsets per
+      distinct word); with `counts` it is mapped whole instead: one split at " ", one dict lookup per
+      token inside map(), one join, all in C;
     - each distinct word is encoded once, all new words of a text together, with NumPy: every round,
       every word merges all occurrences of its lowest-ranked pair, which is exactly one iteration of
       subword_nmt.apply_bpe.encode's loop, run for all words in parallel.
@@ -356,12 +359,17 @@ class BpeApplier:
         self.no_merge = len(pairs)  # rank of "no merge": larger than every real rank
         self.pairs = _PairTable((left << 32) | right, np.arange(len(pairs)), self.no_merge)
         self.end_of_word_id = self._id(END_OF_WORD)
-        # word -> encoding, as str (per-line path) and as UTF-8 bytes seen as Latin-1 (plain-text path).
-        # Words are split at " " only, so "" (double spaces) maps to itself; so does "\n", the plain
+        # word -> encoding, as str (per-line path) and as UTF-8 bytes seen as Latin-1 (plain-text path
+        # with counts). Words are split at " " only, so "" (double spaces) maps to itself; so does "\n", the plain
         # path's line marker.
         self.table = {"": "", "\n": "\n"}
         self.latin1_table = dict(self.table)
         self._forms_size = None
+        # Plain-text path: word (UTF-8 bytes) -> bit mask of the byte offsets where the separator goes in.
+        # b"\xff" * 16 is the key _apply_plain gives words longer than 16 bytes (never valid UTF-8).
+        self.plain_masks = {b"": 0, b"\xff" * 16: 0}
+        self._insert = (separator + " ").encode("utf-8")
+        self._symbol_bytes = np.zeros(0, dtype=np.int64)
 
     def _id(self, symbol):
         index = self.ids.get(symbol)
@@ -409,7 +417,12 @@ class BpeApplier:
         return (self.separator + " ").join(subwords)
 
     def _encode_batch(self, words):
-        """Encodes distinct words (no "</w>" inside) with NumPy, all at once; returns their encodings.
+        """Encodes distinct words (no "</w>" inside) with NumPy, all at once; returns their encodings."""
+        return self._spell(len(words), self._merge_batch(words))
+
+    def _merge_batch(self, words):
+        """Merges distinct words (no "</w>" inside) with NumPy, all at once; returns the retired
+        (word indices, symbol arrays) pairs, each array holding its words' symbols and a 0 after each.
 
         Layout: the symbol ids of all words in one array, each word followed by a separator (id 0);
         rank[p] is the merge rank of the pair (sym[p], sym[p + 1]), `no_merge` when there is none
@@ -464,7 +477,9 @@ class BpeApplier:
             if len(at) > 1:
                 at = _drop_overlaps(at)
             sym[at] = self.merged[rank[at]]
-            sym, rank = np.delete(sym, at + 1), np.delete(rank, at + 1)
+            keep = np.ones(len(sym), dtype=bool)  # one mask for both arrays: np.delete builds its own
+            keep[at + 1] = False
+            sym, rank = sym[keep], rank[keep]
             segment -= np.bincount(np.searchsorted(starts, at, side="right") - 1, minlength=len(segment))
             starts = np.cumsum(segment) - segment
             # Only the pairs touching a merged symbol change. at - 1 may be -1: the last element, a
@@ -472,7 +487,7 @@ class BpeApplier:
             merged_at = at - np.arange(len(at))
             touched = np.concatenate((merged_at, merged_at - 1))
             rank[touched] = self.pairs.lookup(sym[touched], sym[touched + 1])
-        return self._spell(len(words), retired)
+        return retired
 
     def _char_tables(self, codepoints):
         """Lookup arrays codepoint -> id of the character symbol and of the character + "</w>"."""
@@ -494,6 +509,44 @@ class BpeApplier:
                               for symbol in self.symbols[1:]]
             self._forms_list, self._forms_size = inner + final, n
         return self._forms_list, n
+
+    def _cut_masks(self, count, retired):
+        """Retired symbol arrays -> per word, the bit mask of the byte offsets where a subword starts (but
+        the first), as uint64, in the original word order; and the indices of words cut beyond byte 63."""
+        known = len(self._symbol_bytes)
+        if known != len(self.symbols):  # symbols only grow: size the new ones
+            self._symbol_bytes = np.concatenate((self._symbol_bytes, np.array(
+                [len(self._strip_end(symbol).encode("utf-8")) if symbol else 0 for symbol in self.symbols[known:]],
+                dtype=np.int64)))
+        masks = np.zeros(count, dtype=np.uint64)
+        overflow = []
+        for word_index, sym in retired:
+            if self.version == (0, 1):  # as in _spell: a final bare </w> is dropped
+                bare = np.flatnonzero(sym == self.end_of_word_id)
+                sym = np.delete(sym, bare[sym[bare + 1] == 0])
+            sizes = self._symbol_bytes[sym]
+            offsets = np.cumsum(sizes) - sizes  # of each symbol from the start of the batch
+            is_end = sym == 0
+            # The k-th separator ends word k: word of each symbol = separators before it.
+            word_of = np.cumsum(is_end) - is_end
+            first = np.ones(len(sym), dtype=bool)
+            first[1:] = is_end[:-1]
+            word_start = offsets[first & ~is_end]
+            inner = np.flatnonzero(~first & ~is_end)
+            owner = word_of[inner]
+            cut = offsets[inner] - word_start[owner]
+            wide = cut >= 64
+            if wide.any():
+                overflow.extend(word_index[np.unique(owner[wide])].tolist())
+                cut, owner = cut[~wide], owner[~wide]
+            word_masks = np.zeros(len(word_index), dtype=np.uint64)
+            np.bitwise_or.at(word_masks, owner, np.left_shift(np.uint64(1), cut.astype(np.uint64)))
+            masks[word_index] = word_masks
+        return masks, overflow
+
+    @staticmethod
+    def _strip_end(symbol):
+        return symbol[:-len(END_OF_WORD)] if symbol.endswith(END_OF_WORD) else symbol
 
     def _spell(self, count, retired):
         """Retired symbol arrays -> the encoded word strings, in the original word order."""
@@ -528,6 +581,10 @@ class BpeApplier:
         # and bytes.join allocates an 80-byte buffer record per item).
         final_newline = data.endswith(b"\n")
         body = data[:-1] if final_newline else data
+        if counts is None and self._is_plain(body):
+            out = self._apply_plain(body)
+            if out is not None:
+                return out + b"\n" if final_newline else out
         words = body.decode("latin-1").replace("\n", " \n ").split(" ")
         word_counts = collections.Counter(words) if counts is not None else None
         word_set = set(word_counts if word_counts is not None else words)
@@ -557,6 +614,181 @@ class BpeApplier:
                     counts[part] += count
         return out
 
+    # Bytes that make a text not plain: NUL (the key padding of _apply_plain) and the other line ends of
+    # str.splitlines. Spaces that make empty words, and the multi-byte line ends U+0085, U+2028 and
+    # U+2029, are checked in _apply_plain (searching for a 2- or 3-byte string takes ~10x a memchr).
+    # 0xFF (never in UTF-8) is the key of words longer than 16 bytes: a text holding it is invalid, and
+    # the general path says so.
+    _NOT_PLAIN = (b"\x00", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xff")
+
+    def _is_plain(self, body):
+        """Whether `body` (lines without the last "\\n") has none of _NOT_PLAIN and no space at its ends."""
+        return bool(body) and not body.startswith(b" ") and not body.endswith(b" ") and not any(
+            part in body for part in self._NOT_PLAIN)
+
+    @staticmethod
+    def _has_unicode_line_end(data):
+        """Whether UTF-8 bytes hold U+0085 (C2 85), U+2028 or U+2029 (E2 80 A8/A9)."""
+        lead = np.flatnonzero(data[:-1] == 0xC2)
+        if (data[lead + 1] == 0x85).any():
+            return True
+        lead = np.flatnonzero(data[:-2] == 0xE2)
+        return bool(((data[lead + 1] == 0x80) & ((data[lead + 2] | 1) == 0xA9)).any())
+
+    _LOW_BYTES = np.array([(1 << (8 * size)) - 1 for size in range(9)], dtype=np.uint64)
+    _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+    _HASH_MULTIPLIERS = ((0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F), (0xD6E8FEB86659FD93, 0x94D049BB133111EB),
+                         (0xBF58476D1CE4E5B9, 0xFF51AFD7ED558CCD), (0xC4CEB9FE1A85EC53, 0x2545F4914F6CDD1D))
+
+    def _apply_plain(self, body):
+        """BPE-encodes a plain text (see _is_plain) without a Python step per token; None when it holds an
+        empty word that is not an empty line, or some word's encoding is not the word cut into pieces (the
+        caller then takes the general path).
+
+        The output is the input with "@@ " put in at the cut points of each word, so only the cut points
+        are computed: per distinct word once (plain_masks), per token by vectorised hashing. Words of up to
+        16 bytes are their own keys (two little-endian uint64 read at the word's start, masked to its
+        length; NUL-free text makes them exact); the few longer ones go through a dict in Python.
+        """
+        data = np.frombuffer(body, dtype=np.uint8)
+        size = len(data)
+        if size >= 1 << 31 or self._has_unicode_line_end(data):
+            return None  # int32 offsets below; lines subword-nmt ends inside a word
+        breaks = np.flatnonzero(data <= 32)  # one pass; tabs and other controls are word characters
+        found = data[breaks]
+        is_break = (found == 32) | (found == 10)
+        breaks = (breaks if is_break.all() else breaks[is_break]).astype(np.int32)
+        starts = np.empty(len(breaks) + 1, dtype=np.int32)
+        starts[0] = 0
+        np.add(breaks, 1, out=starts[1:])
+        lengths = np.empty_like(starts)
+        lengths[:-1] = breaks
+        lengths[-1] = size
+        lengths -= starts
+        del breaks
+        empty = starts[lengths == 0]
+        if len(empty):  # an empty word must be an empty line, not double spaces or a space at a line end
+            after_line_end = (np.take(data, empty - 1, mode="clip") == 10) | (empty == 0)
+            before_line_end = (np.take(data, empty, mode="clip") == 10) | (empty == size)
+            if not (after_line_end.all() and before_line_end.all()):
+                return None
+        padded = np.zeros(size + 16, dtype=np.uint8)
+        padded[:size] = data
+        # A uint64 at every byte offset (stride 1): reads 8 bytes at any start in one gather.
+        at_offset = np.ndarray((size + 9,), dtype="<u8", buffer=padded, strides=(1,))
+        first = at_offset[starts]
+        first &= self._LOW_BYTES[np.minimum(lengths, 8)]
+        second = np.zeros_like(first)  # only the few words longer than 8 bytes need it
+        over8 = np.flatnonzero(lengths > 8)
+        second[over8] = at_offset[starts[over8] + 8] & self._LOW_BYTES[np.minimum(lengths[over8], 16) - 8]
+        long_words = over8[lengths[over8] > 16]
+        first[long_words] = self._ALL_ONES
+        second[long_words] = self._ALL_ONES
+        masks = self._token_masks(first, second)
+        if masks is None:
+            return None
+        del first, second
+        nonzero = np.flatnonzero(masks)
+        # Bit b of a token's mask: a cut b bytes after its start. Unpacked in token order, bits ascending:
+        # the positions come out sorted.
+        bits = np.flatnonzero(np.unpackbits(masks[nonzero].astype("<u2").view(np.uint8), bitorder="little"))
+        positions = starts[nonzero[bits >> 4]] + (bits & 15).astype(np.int32)
+        if len(long_words):
+            words = [body[start:start + length] for start, length in
+                     zip(starts[long_words].tolist(), lengths[long_words].tolist())]
+            if not self._learn_plain([word for word in dict.fromkeys(words) if word not in self.plain_masks]):
+                return None
+            plain_masks = self.plain_masks
+            long_positions = [start + bit for start, word in zip(starts[long_words].tolist(), words)
+                              for bit in _bits(plain_masks[word])]
+            if long_positions:
+                positions = np.sort(np.concatenate((positions, np.array(long_positions, dtype=np.int32))))
+        insert = np.frombuffer(self._insert, dtype=np.uint8)
+        # Each cut shifts the rest of the text by len(insert): mark the inserted bytes, fill both parts.
+        shifted = positions.astype(np.int64) + np.arange(len(positions)) * len(insert)
+        inserted = shifted[:, None] + np.arange(len(insert))
+        out = np.empty(size + inserted.size, dtype=np.uint8)
+        is_original = np.ones(len(out), dtype=bool)
+        is_original[inserted.ravel()] = False
+        out[is_original] = data
+        out[inserted.ravel()] = np.tile(insert, len(positions))
+        return out.tobytes()
+
+    def _token_masks(self, first, second):
+        """Cut-point masks of the tokens with keys (first, second); None as in _apply_plain, or when some
+        keys still collide after 16 rounds.
+
+        Distinct keys are found with a hash table scattered and gathered in NumPy (np.unique sorts, and
+        its inverse costs ~4x more): each token writes its index to its slot, the last write owning the
+        slot; tokens whose owner has the same key are settled, the rest (slot collisions) go round again
+        with another hash."""
+        masks = np.zeros(len(first), dtype=np.uint16)
+        pending = None
+        bits = max(10, min(22, (len(first) // 8).bit_length()))
+        shift = np.uint64(64 - bits)
+        for multipliers in self._HASH_MULTIPLIERS * 4:
+            keys1, keys2 = (first, second) if pending is None else (first[pending], second[pending])
+            slot = keys1 * np.uint64(multipliers[0])
+            slot ^= keys2 * np.uint64(multipliers[1])
+            slot >>= shift
+            slot = slot.view(np.int64)  # < 2 ** bits after the shift
+            owner = np.full(1 << bits, -1, dtype=np.int32)
+            owner[slot] = np.arange(len(slot), dtype=np.int32)
+            distinct = owner[owner >= 0]
+            # Each slot's owner key, in tables small enough for the cache: the check gathers from them.
+            owned = slot[distinct]
+            owner_keys = np.zeros(1 << bits, dtype=np.uint64)
+            owner_keys[owned] = keys1[distinct]
+            settled = owner_keys[slot] == keys1
+            owner_keys[owned] = keys2[distinct]
+            settled &= owner_keys[slot] == keys2
+            words = np.stack((keys1[distinct], keys2[distinct]), axis=1).view("S16").ravel().tolist()
+            if not self._learn_plain([word for word in words if word not in self.plain_masks]):
+                return None
+            table = np.zeros(1 << bits, dtype=np.uint16)
+            table[owned] = list(map(self.plain_masks.__getitem__, words))
+            if pending is None:
+                if settled.all():
+                    return table[slot]
+                masks[settled] = table[slot[settled]]
+                pending = np.flatnonzero(~settled)
+            else:
+                masks[pending[settled]] = table[slot[settled]]
+                pending = pending[~settled]
+            if not len(pending):
+                return masks
+        return None  # keys that collided in 16 hash rounds (not seen in practice): the general path
+
+    def _learn_plain(self, new):
+        """Adds the cut-point masks of new words (UTF-8 bytes) to plain_masks; False when an encoding is not
+        its word cut into pieces. Invalid UTF-8 raises UnicodeDecodeError."""
+        if not new:
+            return True
+        text = b"\n".join(new).decode("utf-8")
+        words = text.split("\n")
+        if END_OF_WORD in text:  # words that spell "</w>": via the exact strings (vanishingly rare)
+            return all(self._learn_from_string(raw, word, encoded)
+                       for raw, word, encoded in zip(new, words, self._encode_list(words)))
+        masks, overflow = self._cut_masks(len(words), self._merge_batch(words))
+        self.plain_masks.update(zip(new, masks.tolist()))
+        return all(self._learn_from_string(new[index], words[index], self._encode_batch([words[index]])[0])
+                   for index in overflow)
+
+    def _learn_from_string(self, raw, word, encoded):
+        """plain_masks[raw] from a word's printed encoding; False when it is not the word cut into pieces."""
+        pieces = encoded.split(" ")
+        mask, offset = 0, 0
+        separator, cut = self.separator, len(self.separator)
+        for piece in pieces[:-1]:
+            if not piece.endswith(separator):
+                return False
+            offset += len(piece[:-cut].encode("utf-8"))
+            mask |= 1 << offset
+        if "".join(piece[:-cut] for piece in pieces[:-1]) + pieces[-1] != word:
+            return False
+        self.plain_masks[raw] = mask
+        return True
+
     def apply_text(self, text, counts=None):
         """BPE-encodes a str of whole lines; equal to subword-nmt apply-bpe on the same text."""
         lines = text.splitlines(True)
@@ -580,6 +812,14 @@ class BpeApplier:
         if trailing and trailing != len(line):
             out += line[-trailing:]
         return out
+
+
+def _bits(mask):
+    """Positions of the set bits of an int, lowest first."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
 
 def _drop_overlaps(at):
@@ -649,13 +889,33 @@ def _apply_task(task):
         raise _utf8_error(path, block, first_line) from None
 
 
+class _NoBar:
+    """What apply_bpe_files uses of a tqdm bar, doing nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def update(self, count):
+        pass
+
+
+def _progress_bar(progress, total_bytes):
+    """A tqdm bar over bytes, or a stand-in without importing tqdm (~50 ms of a short command's start-up)."""
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, desc="apply bpe", disable=None)
+
+
 def apply_bpe_files(codes, sources, targets, processes=1, count_vocabulary=True, progress=True, block_bytes=None):
     """BPE-encodes each source file into its target (all written atomically, all or none).
 
     Returns (Counter of the outputs' subwords, or None; number of output lines). With processes > 1 the
     files are cut into blocks of whole lines for a pool, each worker keeping its own table of words.
     """
-    from tqdm import tqdm
     if processes < 1:
         raise UserError(f"--processes must be >= 1, got {processes}")
     global _WORKER_APPLIER
@@ -671,8 +931,7 @@ def apply_bpe_files(codes, sources, targets, processes=1, count_vocabulary=True,
         _init_apply_worker(codes)
     pool = _pool(processes, _init_apply_worker, (codes,))
     try:
-        with atomic_outputs(targets) as temporaries, tqdm(total=total_bytes, unit="B", unit_scale=True,
-                                                          desc="apply bpe", disable=None if progress else True) as bar:
+        with atomic_outputs(targets) as temporaries, _progress_bar(progress, total_bytes) as bar:
             for source, temporary in zip(sources, temporaries):
                 tasks = ((source, block, first_line, count_vocabulary)
                          for block, first_line in iter_byte_blocks(source, block_bytes))

@@ -115,7 +115,7 @@ def test_bpe_equals_subword_nmt_on_real_sentences(bpe_setup, tmp_path):
     articles = "".join(text.splitlines(True)[:9000])
     applier = BpeApplier(load_bpe_codes(codes_path))
     assert applier.apply_bytes(articles.encode()).decode() == "".join(expected.splitlines(True)[:9000])
-    assert len(applier.latin1_table) > 10000 and len(applier.table) == 2
+    assert len(applier.plain_masks) > 10000 and len(applier.table) == 2
     # With the dialogue lines (double spaces, a U+0085 that ends a line for subword-nmt): the per-line path.
     applier = BpeApplier(load_bpe_codes(codes_path))
     assert applier.apply_bytes(text.encode()).decode() == expected
@@ -186,6 +186,31 @@ def test_bpe_merge_order_rules_match_subword_nmt():
         assert applier.apply_bytes(line.encode()).decode() == reference.process_line(line)
         for word in words:
             assert applier.encode(word) == reference.process_line(word)
+
+
+@pytest.mark.parametrize("version_line", ["#version: 0.2\n", ""])
+def test_bpe_plain_path_edges_equal_subword_nmt(bpe_setup, version_line):
+    """The plain-text path (words keyed by their first 16 bytes, cut points as bit masks): words of 1 to 90
+    bytes around the 8/16/64-byte key and mask limits, multi-byte characters across them, "@@" and "</w>"
+    inside words, empty lines, a text without a final newline; several blocks on one applier."""
+    from subword_nmt.apply_bpe import BPE
+    codes_path, text = bpe_setup
+    with open(codes_path, encoding="utf-8") as handle:
+        codes_text = version_line + "".join(handle.readlines()[1:])
+    reference = BPE(io.StringIO(codes_text))
+    articles = text.splitlines(True)[:300]
+    long_words = [("abcdefghijklmnopqrstuvwxyz" * 4)[:size] for size in (7, 8, 9, 15, 16, 17, 63, 64, 65, 90)]
+    long_words += ["日本語のテキスト", "naïveté" * 3, "x" * 70 + "é", "é" * 40]
+    long_words += ["@@", "a@@", "@@b", "ab@@cd"]
+    plain = "".join(articles[:100]) + "\n" + " ".join(long_words) + "\n\n" + "".join(articles[100:])
+    applier = BpeApplier(parse_bpe_codes(codes_text))
+    for block in (plain, plain[:-1], " ".join(reversed(long_words)) + "\n"):
+        expected = "".join(reference.process_line(line) for line in block.splitlines(True))
+        assert applier.apply_bytes(block.encode()).decode() == expected
+    assert len(applier.plain_masks) > 1000 and len(applier.table) == 2  # all on the plain path
+    weird = "a</w>b x</w> </w> tab\there q\n" + "".join(articles[:20])
+    expected = "".join(reference.process_line(line) for line in weird.splitlines(True))
+    assert BpeApplier(parse_bpe_codes(codes_text)).apply_bytes(weird.encode()).decode() == expected
 
 
 def test_parse_bpe_codes_errors(tmp_path):
