@@ -78,6 +78,8 @@ def parse_args(argv=None):
     parser.add_argument("--source_len", type=int, default=64)
     parser.add_argument("--target_len", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU kernel threads (MindSpore's threads_num; 0 leaves MindSpore's default)")
     parser.add_argument("--resumable_dropout", action="store_true",
                         help="the counter-based dropout of model_config.resumable_dropout instead of MindSpore's")
     return parser.parse_args(argv)
@@ -110,6 +112,8 @@ def time_training(config, batch_arrays, steps):
 
 def main(args):
     ms.set_device("CPU")
+    if args.threads:
+        ms.device_context.cpu.op_tuning.threads_num(args.threads)
     config = bench_config(args)
     if args.resumable_dropout:
         config = config.replace(model_config=dataclasses.replace(config.model_config, resumable_dropout=True))
