@@ -23,7 +23,8 @@ import numpy as np
 
 from src.dictionary import Dictionary
 from src.errors import UserError, atomic_open, require_file, require_folder, run_cli
-from src.records import FORMATS, build_pair_record_sets, format_counts
+from src.records import (add_pair_builder_arguments, build_pair_record_sets, check_pair_builder_arguments,
+                         format_counts)
 
 SEPARATOR = re.compile(r" ?\+\+\+\$\+\+\+ ?")
 
@@ -135,11 +136,7 @@ def parse_args(argv=None):
     parser.add_argument("--valid_prefix", default="valid", help="'' to build no valid set")
     parser.add_argument("--test_prefix", default="test")
     parser.add_argument("--output_folder")
-    parser.add_argument("--max_len", type=int, default=64, help="most ids per side, </s> included")
-    parser.add_argument("--noise_prob", type=float, default=0.0, help="source tokens -> <mask> (train only)")
-    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1)
+    add_pair_builder_arguments(parser)
     parser.add_argument("--raw_folder", help="raw mode: the corpus's movie_lines / movie_conversations folder")
     parser.add_argument("--pairs_output", help="raw mode: folder for {train,valid,test}.{src,tgt}.txt")
     parser.add_argument("--valid_size", type=int, default=10000, help="raw mode: pairs held out for valid")
@@ -153,10 +150,7 @@ def parse_args(argv=None):
             parser.error("raw mode needs both --raw_folder and --pairs_output")
     elif not (args.src_folder and args.existed_vocab and args.output_folder):
         parser.error("records mode needs --src_folder, --existed_vocab and --output_folder")
-    if not 0.0 <= args.noise_prob < 1.0:
-        parser.error("--noise_prob must be in [0, 1)")
-    if args.max_len < 2 or args.num_shards < 1:
-        parser.error("need --max_len >= 2 and --num_shards >= 1")
+    check_pair_builder_arguments(parser, args)
     return args
 
 

@@ -10,7 +10,7 @@ import argparse
 
 from src.dictionary import UNK, Dictionary
 from src.errors import run_cli
-from src.records import FORMATS, build_pair_record_sets
+from src.records import add_pair_builder_arguments, build_pair_record_sets, check_pair_builder_arguments
 
 TOKEN_MAP = {"UNK": UNK}
 
@@ -25,18 +25,11 @@ def parse_args(argv=None):
     parser.add_argument("--valid_ref")
     parser.add_argument("--existed_vocab", required=True)
     parser.add_argument("--output_folder", required=True)
-    parser.add_argument("--noise_prob", type=float, default=0.0, help="source tokens -> <mask> (train only)")
-    parser.add_argument("--max_len", type=int, default=64, help="most ids per side, </s> included")
-    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1)
+    add_pair_builder_arguments(parser)
     args = parser.parse_args(argv)
     if (args.valid_src is None) != (args.valid_ref is None):
         parser.error("--valid_src and --valid_ref go together")
-    if not 0.0 <= args.noise_prob < 1.0:
-        parser.error("--noise_prob must be in [0, 1)")
-    if args.max_len < 2 or args.num_shards < 1:
-        parser.error("need --max_len >= 2 and --num_shards >= 1")
+    check_pair_builder_arguments(parser, args)
     return args
 
 

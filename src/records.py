@@ -28,6 +28,22 @@ from src.errors import UserError, require_file
 from src.masking import ARRAY_FIELDS, RECORD_FIELDS, SCALAR_FIELDS, Example, make_pair_example, mask_sentence
 
 FORMATS = ("mindrecord", "tfrecord")
+
+
+def add_pair_builder_arguments(parser):
+    """The flags gigaword.py and cornell_dialog.py share."""
+    parser.add_argument("--max_len", type=int, default=64, help="most ids per side, </s> included")
+    parser.add_argument("--noise_prob", type=float, default=0.0, help="source tokens -> <mask> (train only)")
+    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def check_pair_builder_arguments(parser, args):
+    if not 0.0 <= args.noise_prob < 1.0:
+        parser.error("--noise_prob must be in [0, 1)")
+    if args.max_len < 2 or args.num_shards < 1:
+        parser.error("need --max_len >= 2 and --num_shards >= 1")
 MINDRECORD_SCHEMA = {**{name: {"type": "int32", "shape": [-1]} for name in ARRAY_FIELDS},
                      **{name: {"type": "int32"} for name in SCALAR_FIELDS}}
 _WRITE_CHUNK = 2000
