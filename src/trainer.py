@@ -809,6 +809,8 @@ def rank_pid_file(run_folder, rank):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
+        with contextlib.suppress(OSError):  # other ranks may still hold theirs
+            os.rmdir(os.path.dirname(path))
 
 
 def parameters_digest(model):
