@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Reduced-scale MASS reproduction on ../shared/data: pre-train a d256 3+3 model on the news sentences, fine-tune it on
+# Gigaword 10K and the first 10K Cornell train pairs, and compare with training from scratch for the same fine-tuning
+# epochs and for the same total compute (fine-tuning extended by the pre-training time). Checkpoints are selected on
+# the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the Cornell test set.
+# usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
+# Epochs: PRETRAIN_EPOCHS (default 4), FINETUNE_EPOCHS (8), SCRATCH_EXTRA_EPOCHS (same-compute baseline, 16).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+data=${SHARED_DATA:-$repo/../shared/data}
+[ -d "$data/news" ] || { echo "error: $data not found (the real corpora live in ../shared/data)" >&2; exit 2; }
+run=${1:-runs/reproduce}
+python="$(bash scripts/ensure_venv.sh)/bin/python"
+export PYTHONUNBUFFERED=1 PYTHON=$python
+quick=${QUICK:-0}
+pre_epochs=${PRETRAIN_EPOCHS:-4} ft_epochs=${FINETUNE_EPOCHS:-8} extra_epochs=${SCRATCH_EXTRA_EPOCHS:-16}
+lines=0
+if [ "$quick" = 1 ]; then lines=600; pre_epochs=1; ft_epochs=1; extra_epochs=2; fi
+mkdir -p "$run"
+exec > >(tee -a "$run/reproduce.log") 2>&1
+stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+# First N lines (N = 0: all), capped at QUICK's line count; no pipes into head, which pipefail would fail on.
+take() {
+  local count=${2:-0}
+  if [ "$lines" -gt 0 ] && { [ "$count" = 0 ] || [ "$count" -gt "$lines" ]; }; then count=$lines; fi
+  if [ "$count" -gt 0 ]; then head -n "$count" "$1"; else cat "$1"; fi
+}
+start=$SECONDS
+
+stage "text: raw news and Cornell (first 10K train pairs) -> tokens; Gigaword is already tokenized"
+raw=$run/text/raw tok=$run/text/tok bpe=$run/text/bpe
+mkdir -p "$raw" "$tok"
+take "$data/news/news.en.txt" > "$raw/news.txt"
+for side in src tgt; do
+  take "$data/cornell/train.$side.txt" 10000 > "$raw/cornell_train.$side.txt"
+  take "$data/cornell/valid.$side.txt" 2000 > "$raw/cornell_valid.$side.txt"
+  take "$data/cornell/test.$side.txt" > "$raw/cornell_test.$side.txt"
+done
+"$python" tokenize_corpus.py --corpus_folder "$raw" --output_folder "$tok" --tokenizer nltk --pool_size 2
+for split in train valid test; do
+  for side in article title; do take "$data/gigaword/$split.$side.txt" > "$tok/giga_$split.$side.txt"; done
+done
+
+stage "BPE: 10K joint merges, vocabulary"
+merges=10000; [ "$quick" = 1 ] && merges=2000
+mkdir -p "$run/vocab"
+bash scripts/learn_subword.sh "$merges" "$run/vocab/bpe.codes" "$tok/news.txt" "$tok/giga_train.article.txt" \
+  "$tok/giga_train.title.txt" "$tok/cornell_train.src.txt" "$tok/cornell_train.tgt.txt"
+"$python" apply_bpe_encoding.py --codes "$run/vocab/bpe.codes" --src_folder "$tok" --output_folder "$bpe" \
+  --prefix "" --vocab_path "$run/vocab/vocab.txt" --threshold 3 --processes 2
+vocab=$run/vocab/vocab.txt
+vocab_size=$(wc -l < "$vocab")
+
+stage "records"
+mkdir -p "$run/text/mono"
+cp "$bpe/news.txt" "$run/text/mono/news.txt"
+"$python" news_crawl.py --src_folder "$run/text/mono" --existed_vocab "$vocab" --output_folder "$run/data/news" \
+  --max_len 64 --processes 2
+"$python" gigaword.py --train_src "$bpe/giga_train.article.txt" --train_ref "$bpe/giga_train.title.txt" \
+  --valid_src "$bpe/giga_valid.article.txt" --valid_ref "$bpe/giga_valid.title.txt" \
+  --test_src "$bpe/giga_test.article.txt" --test_ref "$bpe/giga_test.title.txt" \
+  --existed_vocab "$vocab" --output_folder "$run/data/gigaword" --max_len 64
+mkdir -p "$run/text/cornell"
+for split in train valid test; do
+  for side in src tgt; do cp "$bpe/cornell_$split.$side.txt" "$run/text/cornell/$split.$side.txt"; done
+done
+"$python" cornell_dialog.py --src_folder "$run/text/cornell" --existed_vocab "$vocab" \
+  --output_folder "$run/data/cornell" --max_len 64
+
+common=(--config config/config_reproduce.json --vocab "$vocab" --no_plot --set "model_config.vocab_size=$vocab_size")
+train() {  # name epochs dataset valid [extra --set ...]
+  local name=$1 epochs=$2 dataset=$3 valid=$4; shift 4
+  stage "train $name ($epochs epochs)"
+  local begin=$SECONDS
+  "$python" train.py "${common[@]}" --output "$run/$name" --set "dataset_config.epochs=$epochs" \
+    --set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid" "$@"
+  echo $((SECONDS - begin)) > "$run/$name/wall_s"
+}
+
+stage "MASS pre-training on news"
+begin=$SECONDS
+"$python" train.py "${common[@]}" --output "$run/pretrain" --set "dataset_config.epochs=$pre_epochs" \
+  --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord"
+echo $((SECONDS - begin)) > "$run/pretrain/wall_s"
+pretrained=$run/pretrain/checkpoints/best.ckpt
+
+giga=$run/data/gigaword cornell=$run/data/cornell
+for task in gigaword cornell; do
+  if [ "$task" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
+  else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
+  train "${task}_pretrained" "$ft_epochs" "$dataset" "$valid" --set "checkpoint_options.existed_ckpt=$pretrained"
+  train "${task}_scratch" "$ft_epochs" "$dataset" "$valid"
+  train "${task}_scratch_long" "$extra_epochs" "$dataset" "$valid"
+done
+
+for variant in pretrained scratch scratch_long; do
+  stage "evaluate $variant"
+  "$python" eval.py --config "$run/gigaword_$variant/config.json" --vocab "$vocab" --metric rouge \
+    --checkpoint "$run/gigaword_$variant/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
+    --reference "$tok/giga_test.title.txt" --output "$run/gigaword_$variant/test.hyp.txt"
+  "$python" eval.py --config "$run/cornell_$variant/config.json" --vocab "$vocab" --metric ppl \
+    --checkpoint "$run/cornell_$variant/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
+    --output "$run/cornell_$variant/test.nll.txt"
+done
+
+stage "results table"
+"$python" - "$run" <<'PY'
+import json, os, sys
+run = sys.argv[1]
+rows = []
+for variant, label in (("pretrained", "MASS pre-trained"), ("scratch", "from scratch, same fine-tuning epochs"),
+                       ("scratch_long", "from scratch, same total compute")):
+    rouge = json.load(open(os.path.join(run, f"gigaword_{variant}", "test.hyp.txt.json")))
+    ppl = json.load(open(os.path.join(run, f"cornell_{variant}", "test.nll.txt.json")))
+    walls = [int(open(os.path.join(run, f"{task}_{variant}", "wall_s")).read()) for task in ("gigaword", "cornell")]
+    rows.append({"model": label, "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
+                 "gigaword_examples": rouge["examples"], "cornell_ppl": ppl["ppl"],
+                 "fine_tune_wall_s": {"gigaword": walls[0], "cornell": walls[1]}})
+pretrain_s = int(open(os.path.join(run, "pretrain", "wall_s")).read())
+table = ["| model | Gigaword R-1 | R-2 | R-L | Cornell PPL | fine-tune wall s (giga / cornell) |", "|---|---|---|---|---|---|"]
+for row in rows:
+    table.append(f"| {row['model']} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
+                 f"{row['cornell_ppl']:.2f} | {row['fine_tune_wall_s']['gigaword']} / {row['fine_tune_wall_s']['cornell']} |")
+table.append(f"\nPre-training: {pretrain_s} s.")
+json.dump({"rows": rows, "pretrain_wall_s": pretrain_s}, open(os.path.join(run, "results.json"), "w"), indent=2)
+open(os.path.join(run, "results.md"), "w").write("\n".join(table) + "\n")
+print("\n".join(table))
+PY
+stage "done in $((SECONDS - start)) s: $run/results.md"
