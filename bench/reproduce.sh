@@ -20,6 +20,13 @@ if [ "$quick" = 1 ]; then lines=600; pre_epochs=1; ft_epochs=1; extra_epochs=2; 
 mkdir -p "$run"
 exec > >(tee -a "$run/reproduce.log") 2>&1
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+# A rerun into the same folder skips the stages that completed (marker files .done_NAME); UNTIL=NAME stops after one.
+run_stage() {  # NAME FUNCTION [ARGS...]
+  local name=$1; shift
+  if [ -f "$run/.done_$name" ]; then printf '\n=== %s: done before, skipped\n' "$name"
+  else "$@"; touch "$run/.done_$name"; fi
+  if [ "${UNTIL:-}" = "$name" ]; then echo "stopped after $name (UNTIL=$name)"; exit 0; fi
+}
 # First N lines (N = 0: all), capped at QUICK's line count; no pipes into head, which pipefail would fail on.
 take() {
   local count=${2:-0}
@@ -28,8 +35,8 @@ take() {
 }
 start=$SECONDS
 
+text_stage() {
 stage "text: raw news and Cornell (first 10K train pairs) -> tokens; Gigaword is already tokenized"
-raw=$run/text/raw tok=$run/text/tok bpe=$run/text/bpe
 mkdir -p "$raw" "$tok"
 take "$data/news/news.en.txt" > "$raw/news.txt"
 for side in src tgt; do
@@ -41,7 +48,11 @@ done
 for split in train valid test; do
   for side in article title; do take "$data/gigaword/$split.$side.txt" > "$tok/giga_$split.$side.txt"; done
 done
+}
+raw=$run/text/raw tok=$run/text/tok bpe=$run/text/bpe
+run_stage text text_stage
 
+bpe_stage() {
 stage "BPE: 10K joint merges, vocabulary"
 merges=10000; [ "$quick" = 1 ] && merges=2000
 mkdir -p "$run/vocab"
@@ -49,9 +60,12 @@ bash scripts/learn_subword.sh "$merges" "$run/vocab/bpe.codes" "$tok/news.txt" "
   "$tok/giga_train.title.txt" "$tok/cornell_train.src.txt" "$tok/cornell_train.tgt.txt"
 "$python" apply_bpe_encoding.py --codes "$run/vocab/bpe.codes" --src_folder "$tok" --output_folder "$bpe" \
   --prefix "" --vocab_path "$run/vocab/vocab.txt" --threshold 3 --processes 2
+}
+run_stage bpe bpe_stage
 vocab=$run/vocab/vocab.txt
 vocab_size=$(wc -l < "$vocab")
 
+records_stage() {
 stage "records"
 mkdir -p "$run/text/mono"
 cp "$bpe/news.txt" "$run/text/mono/news.txt"
@@ -67,6 +81,8 @@ for split in train valid test; do
 done
 "$python" cornell_dialog.py --src_folder "$run/text/cornell" --existed_vocab "$vocab" \
   --output_folder "$run/data/cornell" --max_len 64
+}
+run_stage records records_stage
 
 common=(--config config/config_reproduce.json --vocab "$vocab" --no_plot --set "model_config.vocab_size=$vocab_size")
 train() {  # name epochs dataset valid [extra --set ...]

@@ -216,6 +216,13 @@ def to_tensors(batch):
     return tuple(ms.Tensor(np.ascontiguousarray(batch[name], dtype=np.int32)) for name in BATCH_FIELDS)
 
 
+def _square_sum(tensor):
+    """Sum of squares. A full ReduceSum runs on one thread on CPU (2.3 ms per 262K floats); summing the first axis
+    first parallelises (0.44 ms)."""
+    squares = ops.square(tensor)
+    return squares.sum(0).sum() if tensor.ndim > 1 else squares.sum()
+
+
 class TrainStep:
     """Graph-compiled gradient accumulation and update over `loss_network` (a `LossNetwork`).
 
@@ -265,13 +272,15 @@ class TrainStep:
             # One pass over the gradients gives the norm, the overflow check (an inf/nan anywhere makes the norm
             # non-finite) and, folded into one multiplier, unscaling and global-norm clipping: every extra pass
             # over ~50M gradients costs tens of ms on CPU. Checked after the all-reduce, so all ranks agree.
-            grad_norm = ops.sqrt(ops.stack([(grad * grad).sum() for grad in grads]).sum()) * unscale
+            grad_norm = ops.sqrt(ops.stack([_square_sum(grad) for grad in grads]).sum()) * unscale
             finite = ops.isfinite(grad_norm)
             factor = unscale
             if clip_norm > 0:
                 # Hand-written: ops.clip_by_global_norm is deprecated in MindSpore 2.10, and the norm is logged anyway.
                 factor = unscale * clip_norm / ops.maximum(grad_norm, clip_norm)
-            grads = tuple([grad * factor for grad in grads])
+            # A 0-d multiplier takes MindSpore's slow general broadcast path on CPU (0.79 ms per 262K floats); one
+            # of shape [1, ..., 1] takes the fast one (0.34 ms).
+            grads = tuple([grad * factor.reshape((1,) * grad.ndim) for grad in grads])
             return totals, finite, grad_norm, grads
 
         def apply(grads, lr):
