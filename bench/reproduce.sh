@@ -4,7 +4,9 @@
 # epochs and for the same total compute (fine-tuning extended by the pre-training time). Checkpoints are selected on
 # the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the Cornell test set.
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
-# Epochs: PRETRAIN_EPOCHS (default 4), FINETUNE_EPOCHS (8), SCRATCH_EXTRA_EPOCHS (same-compute baseline, 16).
+# Budget: PRETRAIN_UPDATES (default 1000 updates of 64 sentences), FINETUNE_EPOCHS (3); the same-compute baseline's
+# epochs are computed from the measured times (SCRATCH_LONG_EPOCHS overrides). A rerun into the same folder skips
+# what completed; UNTIL=text|bpe|records stops after that stage.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -14,9 +16,9 @@ run=${1:-runs/reproduce}
 python="$(bash scripts/ensure_venv.sh)/bin/python"
 export PYTHONUNBUFFERED=1 PYTHON=$python
 quick=${QUICK:-0}
-pre_epochs=${PRETRAIN_EPOCHS:-4} ft_epochs=${FINETUNE_EPOCHS:-8} extra_epochs=${SCRATCH_EXTRA_EPOCHS:-16}
+pre_updates=${PRETRAIN_UPDATES:-1000} ft_epochs=${FINETUNE_EPOCHS:-3} SCRATCH_LONG_EPOCHS=${SCRATCH_LONG_EPOCHS:-}
 lines=0
-if [ "$quick" = 1 ]; then lines=600; pre_epochs=1; ft_epochs=1; extra_epochs=2; fi
+if [ "$quick" = 1 ]; then lines=600; pre_updates=10; ft_epochs=1; fi
 mkdir -p "$run"
 exec > >(tee -a "$run/reproduce.log") 2>&1
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -84,37 +86,51 @@ done
 }
 run_stage records records_stage
 
-common=(--config config/config_reproduce.json --vocab "$vocab" --no_plot --set "model_config.vocab_size=$vocab_size")
-train() {  # name epochs dataset valid [extra --set ...]
-  local name=$1 epochs=$2 dataset=$3 valid=$4; shift 4
-  stage "train $name ($epochs epochs)"
+common=(--config config/config_reproduce.json --vocab "$vocab" --set "model_config.vocab_size=$vocab_size")
+
+run_train_stage() {  # NAME: a training whose wall_s marks it complete; a rerun restarts an unfinished one
+  local name=$1; shift
+  if [ -f "$run/$name/wall_s" ]; then printf '\n=== train %s: done before, skipped\n' "$name"; return; fi
+  rm -rf "${run:?}/$name"
   local begin=$SECONDS
-  "$python" train.py "${common[@]}" --output "$run/$name" --set "dataset_config.epochs=$epochs" \
-    --set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid" "$@"
+  "$python" train.py "${common[@]}" --output "$run/$name" "$@"
   echo $((SECONDS - begin)) > "$run/$name/wall_s"
 }
 
-stage "MASS pre-training on news"
-begin=$SECONDS
-"$python" train.py "${common[@]}" --output "$run/pretrain" --set "dataset_config.epochs=$pre_epochs" \
-  --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord"
-echo $((SECONDS - begin)) > "$run/pretrain/wall_s"
-pretrained=$run/pretrain/checkpoints/best.ckpt
+stage "MASS pre-training on news ($pre_updates updates)"
+run_train_stage pretrain --set "dataset_config.epochs=1" --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" \
+  --max_updates "$pre_updates"
+pretrain_s=$(cat "$run/pretrain/wall_s")
+# The pre-trained weights: the newest training checkpoint (the run stops after max_updates with one).
+pretrained=$("$python" -c 'import json, os, sys; folder = sys.argv[1]; kept = json.load(open(os.path.join(folder, "latest.json")))["kept"]; print(os.path.join(folder, kept[-1]))' "$run/pretrain/checkpoints")
+echo "pre-trained weights: $pretrained"
 
 giga=$run/data/gigaword cornell=$run/data/cornell
 for task in gigaword cornell; do
   if [ "$task" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
   else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
-  train "${task}_pretrained" "$ft_epochs" "$dataset" "$valid" --set "checkpoint_options.existed_ckpt=$pretrained"
-  train "${task}_scratch" "$ft_epochs" "$dataset" "$valid"
-  train "${task}_scratch_long" "$extra_epochs" "$dataset" "$valid"
+  data_sets=(--set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid")
+  stage "fine-tune ${task}_pretrained ($ft_epochs epochs)"
+  run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}" \
+    --set "checkpoint_options.existed_ckpt=$pretrained"
+  stage "train ${task}_scratch ($ft_epochs epochs)"
+  run_train_stage "${task}_scratch" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}"
+  # Same total compute: the fine-tuning epochs plus as many epochs as this task's share of the pre-training time
+  # buys (the pre-training serves both tasks, so each is charged half), at the scratch run's measured epoch time.
+  scratch_s=$(cat "$run/${task}_scratch/wall_s")
+  long_epochs=$(( ft_epochs + (pretrain_s * ft_epochs + scratch_s) / (2 * scratch_s) ))
+  [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
+  stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + pre-training ${pretrain_s} s / 2 at $((scratch_s / ft_epochs)) s per epoch)"
+  run_train_stage "${task}_scratch_long" --set "dataset_config.epochs=$long_epochs" "${data_sets[@]}"
 done
 
 for variant in pretrained scratch scratch_long; do
   stage "evaluate $variant"
+  [ -f "$run/gigaword_$variant/test.hyp.txt.json" ] ||
   "$python" eval.py --config "$run/gigaword_$variant/config.json" --vocab "$vocab" --metric rouge \
     --checkpoint "$run/gigaword_$variant/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
     --reference "$tok/giga_test.title.txt" --output "$run/gigaword_$variant/test.hyp.txt"
+  [ -f "$run/cornell_$variant/test.nll.txt.json" ] ||
   "$python" eval.py --config "$run/cornell_$variant/config.json" --vocab "$vocab" --metric ppl \
     --checkpoint "$run/cornell_$variant/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
     --output "$run/cornell_$variant/test.nll.txt"
@@ -130,15 +146,22 @@ for variant, label in (("pretrained", "MASS pre-trained"), ("scratch", "from scr
     rouge = json.load(open(os.path.join(run, f"gigaword_{variant}", "test.hyp.txt.json")))
     ppl = json.load(open(os.path.join(run, f"cornell_{variant}", "test.nll.txt.json")))
     walls = [int(open(os.path.join(run, f"{task}_{variant}", "wall_s")).read()) for task in ("gigaword", "cornell")]
+    epochs = [json.load(open(os.path.join(run, f"{task}_{variant}", "config.json")))["dataset_config"]["epochs"]
+              for task in ("gigaword", "cornell")]
     rows.append({"model": label, "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
                  "gigaword_examples": rouge["examples"], "cornell_ppl": ppl["ppl"],
-                 "fine_tune_wall_s": {"gigaword": walls[0], "cornell": walls[1]}})
+                 "fine_tune_wall_s": {"gigaword": walls[0], "cornell": walls[1]},
+                 "fine_tune_epochs": {"gigaword": epochs[0], "cornell": epochs[1]}})
 pretrain_s = int(open(os.path.join(run, "pretrain", "wall_s")).read())
-table = ["| model | Gigaword R-1 | R-2 | R-L | Cornell PPL | fine-tune wall s (giga / cornell) |", "|---|---|---|---|---|---|"]
+table = ["| model | Gigaword R-1 | R-2 | R-L | Cornell PPL | epochs (giga / cornell) | wall s (giga / cornell) |",
+         "|---|---|---|---|---|---|---|"]
 for row in rows:
     table.append(f"| {row['model']} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
-                 f"{row['cornell_ppl']:.2f} | {row['fine_tune_wall_s']['gigaword']} / {row['fine_tune_wall_s']['cornell']} |")
-table.append(f"\nPre-training: {pretrain_s} s.")
+                 f"{row['cornell_ppl']:.2f} | {row['fine_tune_epochs']['gigaword']} / {row['fine_tune_epochs']['cornell']} | "
+                 f"{row['fine_tune_wall_s']['gigaword']} / {row['fine_tune_wall_s']['cornell']} |")
+pre_config = json.load(open(os.path.join(run, "pretrain", "config.json")))
+table.append(f"\nMASS pre-training on news: {pretrain_s} s (stopped after a fixed number of updates of "
+             f"{pre_config['dataset_config']['batch_size']} sentences; see pretrain/metrics.jsonl).")
 json.dump({"rows": rows, "pretrain_wall_s": pretrain_s}, open(os.path.join(run, "results.json"), "w"), indent=2)
 open(os.path.join(run, "results.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))

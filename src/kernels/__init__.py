@@ -1,0 +1,74 @@
+"""Hand-written CPU kernels, built once with the system C++ compiler and loaded as MindSpore AOT custom ops.
+
+`layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, or None where they cannot be used:
+no C++ compiler with OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings). The
+shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
+source and the compile command, written to a temporary name and renamed, so concurrent ranks never see half a file.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPILE = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
+_CACHE = {}
+
+
+def _cache_root():
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "mass-kernels")
+
+
+def build(source_name):
+    """Path of the shared library built from src/kernels/SOURCE_NAME, or None when it cannot be built."""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        return None
+    source = os.path.join(HERE, source_name)
+    with open(source, "rb") as handle:
+        digest = hashlib.sha256(handle.read() + " ".join([compiler] + COMPILE).encode()).hexdigest()[:16]
+    folder = os.path.join(_cache_root(), digest)
+    library = os.path.join(folder, os.path.splitext(source_name)[0] + ".so")
+    if os.path.exists(library):
+        return library
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(handle)
+        result = subprocess.run([compiler, *COMPILE, "-o", temporary, source], capture_output=True, text=True)
+        if result.returncode != 0:
+            os.unlink(temporary)
+            return None
+        os.replace(temporary, library)
+    except OSError:
+        return None
+    return library
+
+
+def layer_norm_ops():
+    """(forward, backward) MindSpore custom ops over the last axis (see layer_norm.cc), or None."""
+    if os.environ.get("MASS_STOCK_KERNELS") == "1":
+        return None
+    if "layer_norm" not in _CACHE:
+        _CACHE["layer_norm"] = _make_layer_norm_ops(build("layer_norm.cc"))
+    return _CACHE["layer_norm"]
+
+
+def _make_layer_norm_ops(library):
+    if library is None:
+        return None
+    from mindspore import ops
+    backward = ops.Custom(f"{library}:LayerNormBackward", func_type="aot",
+                          out_shape=lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma),
+                          out_dtype=lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma))
+
+    def bprop(x, gamma, beta, epsilon, out, dout):
+        dx, dgamma, dbeta = backward(dout[0], x, out[1], out[2], gamma)
+        return dx, dgamma, dbeta, ops.zeros_like(epsilon)
+
+    forward = ops.Custom(f"{library}:LayerNormForward", func_type="aot", bprop=bprop,
+                         out_shape=lambda x, gamma, beta, epsilon: (x, x[:-1], x[:-1]),
+                         out_dtype=lambda x, gamma, beta, epsilon: (x, x, x))
+    return forward, backward
