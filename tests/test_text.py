@@ -99,6 +99,24 @@ def bpe_setup(tmp_path_factory):
     return str(codes_path), text
 
 
+@pytest.fixture(params=["native", "numpy"])
+def bpe_path(request, monkeypatch):
+    """Each BPE test runs on the C++ plain-text path (src/kernels/bpe.cc) and on the NumPy one."""
+    from src.kernels import bpe_library
+    if request.param == "native" and bpe_library() is None:
+        pytest.skip("no C++ compiler")
+    if request.param == "numpy":
+        monkeypatch.setenv("MASS_STOCK_KERNELS", "1")
+    return request.param
+
+
+def took_plain_path(applier, bpe_path):
+    """Whether the applier encoded its texts on the plain-text path of `bpe_path`, not the per-line one."""
+    if bpe_path == "native":
+        return applier._native is not None and len(applier.plain_masks) == 2 and len(applier.table) == 2
+    return applier._native is None and len(applier.plain_masks) > 1000 and len(applier.table) == 2
+
+
 def subword_nmt_apply(codes_path, text):
     """What `subword-nmt apply-bpe -c CODES` prints for `text`: its BPE class and its line loop over a codecs
     reader (which ends lines wherever str.splitlines does: real dialogue data has a U+0085 in a line)."""
@@ -107,7 +125,7 @@ def subword_nmt_apply(codes_path, text):
     return "".join(bpe.process_line(line) for line in codecs.getreader("utf-8")(io.BytesIO(text.encode())))
 
 
-def test_bpe_equals_subword_nmt_on_real_sentences(bpe_setup, tmp_path):
+def test_bpe_equals_subword_nmt_on_real_sentences(bpe_setup, tmp_path, bpe_path):
     codes_path, text = bpe_setup
     expected = subword_nmt_apply(codes_path, text)
     assert "@@ " in expected and expected.count("\n") == text.count("\n")
@@ -115,7 +133,7 @@ def test_bpe_equals_subword_nmt_on_real_sentences(bpe_setup, tmp_path):
     articles = "".join(text.splitlines(True)[:9000])
     applier = BpeApplier(load_bpe_codes(codes_path))
     assert applier.apply_bytes(articles.encode()).decode() == "".join(expected.splitlines(True)[:9000])
-    assert len(applier.plain_masks) > 10000 and len(applier.table) == 2
+    assert took_plain_path(applier, bpe_path)
     # With the dialogue lines (double spaces, a U+0085 that ends a line for subword-nmt): the per-line path.
     applier = BpeApplier(load_bpe_codes(codes_path))
     assert applier.apply_bytes(text.encode()).decode() == expected
@@ -132,7 +150,7 @@ def test_bpe_equals_subword_nmt_on_real_sentences(bpe_setup, tmp_path):
     assert counts == count_vocabulary(expected.split("\n"))
 
 
-def test_bpe_equals_subword_nmt_with_version_0_1_codes(bpe_setup, tmp_path):
+def test_bpe_equals_subword_nmt_with_version_0_1_codes(bpe_setup, tmp_path, bpe_path):
     codes_path, text = bpe_setup
     old_codes = tmp_path / "codes.v01"
     with open(codes_path, encoding="utf-8") as handle:
@@ -140,7 +158,9 @@ def test_bpe_equals_subword_nmt_with_version_0_1_codes(bpe_setup, tmp_path):
     text = "".join(text.splitlines(True)[:3000])
     codes = load_bpe_codes(str(old_codes))
     assert codes.version == (0, 1)
-    assert BpeApplier(codes).apply_bytes(text.encode()).decode() == subword_nmt_apply(str(old_codes), text)
+    applier = BpeApplier(codes)
+    assert applier.apply_bytes(text.encode()).decode() == subword_nmt_apply(str(old_codes), text)
+    assert took_plain_path(applier, bpe_path)
 
 
 UNUSUAL_TEXT = ("\n  \n   leading and trailing   \nin  the  middle\ttab\r\nlone\rcarriage\x0cform\x1cfeed"
@@ -149,7 +169,7 @@ UNUSUAL_TEXT = ("\n  \n   leading and trailing   \nin  the  middle\ttab\r\nlone\
 
 
 @pytest.mark.parametrize("version_line", ["#version: 0.2\n", ""])
-def test_bpe_equals_subword_nmt_command_on_unusual_text(bpe_setup, tmp_path, version_line):
+def test_bpe_equals_subword_nmt_command_on_unusual_text(bpe_setup, tmp_path, version_line, bpe_path):
     """Empty and white-space lines, every line end str.splitlines knows, "</w>" spelled in words: the same
     bytes as the `subword-nmt apply-bpe` command."""
     import subprocess
@@ -169,7 +189,7 @@ def test_bpe_equals_subword_nmt_command_on_unusual_text(bpe_setup, tmp_path, ver
     assert b"\r\n" in target.read_bytes() and b"\n\n" in target.read_bytes()
 
 
-def test_bpe_merge_order_rules_match_subword_nmt():
+def test_bpe_merge_order_rules_match_subword_nmt(bpe_path):
     """Hand-made codes: duplicates (first wins), overlapping pairs (x x x -> xx x), a merge whose
     result makes a pair ranked earlier than itself, a merge of "</w>" itself (version 0.1)."""
     from subword_nmt.apply_bpe import BPE
@@ -189,7 +209,7 @@ def test_bpe_merge_order_rules_match_subword_nmt():
 
 
 @pytest.mark.parametrize("version_line", ["#version: 0.2\n", ""])
-def test_bpe_plain_path_edges_equal_subword_nmt(bpe_setup, version_line):
+def test_bpe_plain_path_edges_equal_subword_nmt(bpe_setup, version_line, bpe_path):
     """The plain-text path (words keyed by their first 16 bytes, cut points as bit masks): words of 1 to 90
     bytes around the 8/16/64-byte key and mask limits, multi-byte characters across them, "@@" and "</w>"
     inside words, empty lines, a text without a final newline; several blocks on one applier."""
@@ -207,7 +227,7 @@ def test_bpe_plain_path_edges_equal_subword_nmt(bpe_setup, version_line):
     for block in (plain, plain[:-1], " ".join(reversed(long_words)) + "\n"):
         expected = "".join(reference.process_line(line) for line in block.splitlines(True))
         assert applier.apply_bytes(block.encode()).decode() == expected
-    assert len(applier.plain_masks) > 1000 and len(applier.table) == 2  # all on the plain path
+    assert took_plain_path(applier, bpe_path)
     weird = "a</w>b x</w> </w> tab\there q\n" + "".join(articles[:20])
     expected = "".join(reference.process_line(line) for line in weird.splitlines(True))
     assert BpeApplier(parse_bpe_codes(codes_text)).apply_bytes(weird.encode()).decode() == expected

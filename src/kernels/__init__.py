@@ -1,10 +1,12 @@
-"""Hand-written CPU kernels, built once with the system C++ compiler and loaded as MindSpore AOT custom ops.
+"""Hand-written CPU code, built once with the system C++ compiler: MindSpore AOT custom ops and a ctypes library.
 
-`layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, or None where they cannot be used:
-no C++ compiler with OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings). The
+`layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`; `bpe_library()` the ctypes library of
+`bpe.cc` (BPE apply on plain text, used by src/text.py). Each is None where it cannot be used: no C++ compiler with
+OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings and equivalence tests). The
 shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
 source and the compile command, written to a temporary name and renamed, so concurrent ranks never see half a file.
 """
+import ctypes
 import hashlib
 import os
 import shutil
@@ -54,6 +56,27 @@ def layer_norm_ops():
     if "layer_norm" not in _CACHE:
         _CACHE["layer_norm"] = _make_layer_norm_ops(build("layer_norm.cc"))
     return _CACHE["layer_norm"]
+
+
+def bpe_library():
+    """ctypes library of bpe.cc with its signatures, or None."""
+    if os.environ.get("MASS_STOCK_KERNELS") == "1":
+        return None
+    if "bpe" not in _CACHE:
+        path = build("bpe.cc")
+        library = None
+        if path is not None:
+            library = ctypes.CDLL(path)
+            pointer, size = ctypes.c_void_p, ctypes.c_int64
+            library.bpe_create.restype = pointer
+            library.bpe_create.argtypes = [pointer, pointer, pointer, size, pointer, pointer, size, pointer, pointer,
+                                           size, ctypes.c_int32, ctypes.c_int32]
+            library.bpe_free.argtypes = [pointer]
+            library.bpe_free.restype = None
+            library.bpe_apply_plain.restype = size
+            library.bpe_apply_plain.argtypes = [pointer, ctypes.c_char_p, size, ctypes.c_char_p, size, pointer]
+        _CACHE["bpe"] = library
+    return _CACHE["bpe"]
 
 
 def _make_layer_norm_ops(library):
