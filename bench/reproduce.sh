@@ -6,7 +6,8 @@
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
 # Budget: PRETRAIN_UPDATES (default 1000 updates of 64 sentences), FINETUNE_EPOCHS (3); the same-compute baseline's
 # epochs are computed from the measured times (SCRATCH_LONG_EPOCHS overrides). A rerun into the same folder skips
-# what completed; UNTIL=text|bpe|records stops after that stage.
+# what completed; UNTIL=text|bpe|records stops after that stage. TASKS=gigaword / TASKS=cornell (default both) limits
+# the fine-tuning to one task, so the two can run side by side; the one that ends last writes the table.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -20,7 +21,10 @@ pre_updates=${PRETRAIN_UPDATES:-1000} ft_epochs=${FINETUNE_EPOCHS:-3} SCRATCH_LO
 lines=0
 if [ "$quick" = 1 ]; then lines=600; pre_updates=10; ft_epochs=1; fi
 mkdir -p "$run"
-exec > >(tee -a "$run/reproduce.log") 2>&1
+tasks=${TASKS:-gigaword cornell}
+# TASKS=gigaword and TASKS=cornell may run side by side (after the shared stages): each logs on its own.
+log=reproduce.log; [ "$tasks" = "gigaword cornell" ] || log="reproduce.${tasks// /_}.log"
+exec > >(tee -a "$run/$log") 2>&1
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 # A rerun into the same folder skips the stages that completed (marker files .done_NAME); UNTIL=NAME stops after one.
 run_stage() {  # NAME FUNCTION [ARGS...]
@@ -106,7 +110,7 @@ pretrained=$("$python" -c 'import json, os, sys; folder = sys.argv[1]; kept = js
 echo "pre-trained weights: $pretrained"
 
 giga=$run/data/gigaword cornell=$run/data/cornell
-for task in gigaword cornell; do
+for task in $tasks; do
   if [ "$task" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
   else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
   data_sets=(--set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid")
@@ -115,27 +119,38 @@ for task in gigaword cornell; do
     --set "checkpoint_options.existed_ckpt=$pretrained"
   stage "train ${task}_scratch ($ft_epochs epochs)"
   run_train_stage "${task}_scratch" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}"
-  # Same total compute: the fine-tuning epochs plus as many epochs as this task's share of the pre-training time
-  # buys (the pre-training serves both tasks, so each is charged half), at the scratch run's measured epoch time.
-  scratch_s=$(cat "$run/${task}_scratch/wall_s")
-  long_epochs=$(( ft_epochs + (pretrain_s * ft_epochs + scratch_s) / (2 * scratch_s) ))
+  # Same total compute: the fine-tuning epochs plus as many epochs as this task's share of the pre-training
+  # updates buys (the pre-training serves both tasks, so each is charged half), counted in updates rather than
+  # seconds so that the figure does not depend on what else the machine was running; a pre-training update (64
+  # news sentences of ~25 subwords) costs about what a fine-tuning one does, so this errs towards the baseline.
+  batches=$("$python" -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["batches"])' \
+    "$run/${task}_scratch/metrics.jsonl")
+  long_epochs=$(( ft_epochs + (pre_updates + batches) / (2 * batches) ))
   [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
-  stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + pre-training ${pretrain_s} s / 2 at $((scratch_s / ft_epochs)) s per epoch)"
+  stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch)"
   run_train_stage "${task}_scratch_long" --set "dataset_config.epochs=$long_epochs" "${data_sets[@]}"
+
+  for variant in pretrained scratch scratch_long; do
+    stage "evaluate ${task}_$variant"
+    if [ "$task" = gigaword ]; then
+      [ -f "$run/gigaword_$variant/test.hyp.txt.json" ] ||
+      "$python" eval.py --config "$run/gigaword_$variant/config.json" --vocab "$vocab" --metric rouge \
+        --checkpoint "$run/gigaword_$variant/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
+        --reference "$tok/giga_test.title.txt" --output "$run/gigaword_$variant/test.hyp.txt"
+    else
+      [ -f "$run/cornell_$variant/test.nll.txt.json" ] ||
+      "$python" eval.py --config "$run/cornell_$variant/config.json" --vocab "$vocab" --metric ppl \
+        --checkpoint "$run/cornell_$variant/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
+        --output "$run/cornell_$variant/test.nll.txt"
+    fi
+  done
 done
 
 for variant in pretrained scratch scratch_long; do
-  stage "evaluate $variant"
-  [ -f "$run/gigaword_$variant/test.hyp.txt.json" ] ||
-  "$python" eval.py --config "$run/gigaword_$variant/config.json" --vocab "$vocab" --metric rouge \
-    --checkpoint "$run/gigaword_$variant/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
-    --reference "$tok/giga_test.title.txt" --output "$run/gigaword_$variant/test.hyp.txt"
-  [ -f "$run/cornell_$variant/test.nll.txt.json" ] ||
-  "$python" eval.py --config "$run/cornell_$variant/config.json" --vocab "$vocab" --metric ppl \
-    --checkpoint "$run/cornell_$variant/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
-    --output "$run/cornell_$variant/test.nll.txt"
+  if [ ! -f "$run/gigaword_$variant/test.hyp.txt.json" ] || [ ! -f "$run/cornell_$variant/test.nll.txt.json" ]; then
+    echo "results table: waiting for the other task's runs (TASKS=$tasks done)"; exit 0
+  fi
 done
-
 stage "results table"
 "$python" - "$run" <<'PY'
 import json, os, sys

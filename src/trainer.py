@@ -112,32 +112,38 @@ class CounterDropout(nn.Cell):
 
     Element i (flat index) is kept when fmix32((golden * i) XOR fmix32(key + salt)) < keep_prob * 2^32, in uint32
     arithmetic, where `key` (a shared Parameter set before each micro-batch) names the micro-batch and `salt`
-    the dropout site and the tensor's shape.
+    the dropout site and the tensor's shape. On CPU the mask comes from src/kernels/dropout.cc (same formula, one
+    pass; its second output is the mask already scaled by 1 / keep_prob), elsewhere from graph ops.
     """
 
-    def __init__(self, keep_prob, site, key):
+    def __init__(self, keep_prob, site, key, kernel=None):
         super().__init__()
         self.threshold = ms.Tensor(min(int(round(keep_prob * _UINT32)), _UINT32 - 1), ms.uint32)
         self.scale = 1.0 / keep_prob
         self.site = site
         self.key = key
+        self.kernel = kernel
+        self.kernel_threshold = self.threshold.reshape((1,))
+        self.kernel_scale = ms.Tensor([self.scale], ms.float32)
 
     def construct(self, x):
         salt = (self.site * _GOLDEN + x.size * 0x27D4EB2F + x.shape[-1] * 0x165667B1) % _UINT32
         stream = _fmix32(self.key + ms.Tensor(salt, ms.uint32))
+        if self.kernel is not None and x.dtype == ms.float32:
+            return self.kernel(x, stream.reshape((1,)), self.kernel_threshold, self.kernel_scale)
         index = ops.arange(x.size, dtype=ms.int32).astype(ms.uint32).reshape(x.shape)
         bits = _fmix32(ops.bitwise_xor(index * _WEYL, stream))
         mask = (bits < self.threshold).astype(x.dtype)
         return x * mask * self.scale, mask
 
 
-def use_counter_dropout(model):
+def use_counter_dropout(model, kernel=None):
     """Replaces the random kernel of every `nn.Dropout` in `model`; returns the shared uint32 key Parameter."""
     key = ms.Parameter(ms.Tensor(0, ms.uint32), name="dropout_key", requires_grad=False)
     site = 0
     for _, cell in model.cells_and_names():
         if isinstance(cell, nn.Dropout) and cell.p:
-            cell.dropout = CounterDropout(1.0 - cell.p, site, key)
+            cell.dropout = CounterDropout(1.0 - cell.p, site, key, kernel)
             site += 1
     return key
 
@@ -358,7 +364,10 @@ def build_network(config, *, hide_masked_source, device_target="CPU", distribute
                         "only; use adam or momentum on CPU")
     ms.set_seed(model_config.random_seed)
     model = Seq2SeqModel(model_config, hide_masked_source=hide_masked_source)
-    key = use_counter_dropout(model) if model_config.resumable_dropout else None
+    key = None
+    if model_config.resumable_dropout:
+        from src.kernels import dropout_op
+        key = use_counter_dropout(model, dropout_op() if device_target == "CPU" else None)
     if model_config.compute_type == "float16":
         if device_target == "CPU":
             raise UserError("config key model_config.compute_type: float16 needs GPU or Ascend; train in float32 "

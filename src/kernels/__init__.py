@@ -1,6 +1,7 @@
 """Hand-written CPU code, built once with the system C++ compiler: MindSpore AOT custom ops and a ctypes library.
 
-`layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`; `bpe_library()` the ctypes library of
+`layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, `dropout_op()` the counter-based
+dropout of `dropout.cc`, `bpe_library()` the ctypes library of
 `bpe.cc` (BPE apply on plain text, used by src/text.py). Each is None where it cannot be used: no C++ compiler with
 OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings and equivalence tests). The
 shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
@@ -56,6 +57,26 @@ def layer_norm_ops():
     if "layer_norm" not in _CACHE:
         _CACHE["layer_norm"] = _make_layer_norm_ops(build("layer_norm.cc"))
     return _CACHE["layer_norm"]
+
+
+def dropout_op():
+    """MindSpore custom op (x, stream, threshold, scale) -> (x * mask, mask) of dropout.cc, with its bprop, or None."""
+    if os.environ.get("MASS_STOCK_KERNELS") == "1":
+        return None
+    if "dropout" not in _CACHE:
+        library = build("dropout.cc")
+        op = None
+        if library is not None:
+            from mindspore import ops
+
+            def bprop(x, stream, threshold, scale, out, dout):
+                return (dout[0] * out[1], ops.zeros_like(stream), ops.zeros_like(threshold), ops.zeros_like(scale))
+
+            op = ops.Custom(f"{library}:CounterDropout", func_type="aot", bprop=bprop,
+                            out_shape=lambda x, stream, threshold, scale: (x, x),
+                            out_dtype=lambda x, stream, threshold, scale: (x, x))
+        _CACHE["dropout"] = op
+    return _CACHE["dropout"]
 
 
 def bpe_library():
