@@ -50,59 +50,33 @@ def build(source_name):
     return library
 
 
-def layer_norm_ops():
-    """(forward, backward) MindSpore custom ops over the last axis (see layer_norm.cc), or None."""
+def _cached(name, source, make):
+    """make(path of the library built from `source`) once per process; None without a library or with
+    MASS_STOCK_KERNELS=1 (checked at every call, so tests can switch it)."""
     if os.environ.get("MASS_STOCK_KERNELS") == "1":
         return None
-    if "layer_norm" not in _CACHE:
-        _CACHE["layer_norm"] = _make_layer_norm_ops(build("layer_norm.cc"))
-    return _CACHE["layer_norm"]
+    if name not in _CACHE:
+        library = build(source)
+        _CACHE[name] = None if library is None else make(library)
+    return _CACHE[name]
+
+
+def layer_norm_ops():
+    """(forward, backward) MindSpore custom ops over the last axis (see layer_norm.cc), or None."""
+    return _cached("layer_norm", "layer_norm.cc", _make_layer_norm_ops)
 
 
 def dropout_op():
     """MindSpore custom op (x, stream, threshold, scale) -> (x * mask, mask) of dropout.cc, with its bprop, or None."""
-    if os.environ.get("MASS_STOCK_KERNELS") == "1":
-        return None
-    if "dropout" not in _CACHE:
-        library = build("dropout.cc")
-        op = None
-        if library is not None:
-            from mindspore import ops
-
-            def bprop(x, stream, threshold, scale, out, dout):
-                return (dout[0] * out[1], ops.zeros_like(stream), ops.zeros_like(threshold), ops.zeros_like(scale))
-
-            op = ops.Custom(f"{library}:CounterDropout", func_type="aot", bprop=bprop,
-                            out_shape=lambda x, stream, threshold, scale: (x, x),
-                            out_dtype=lambda x, stream, threshold, scale: (x, x))
-        _CACHE["dropout"] = op
-    return _CACHE["dropout"]
+    return _cached("dropout", "dropout.cc", _make_dropout_op)
 
 
 def bpe_library():
     """ctypes library of bpe.cc with its signatures, or None."""
-    if os.environ.get("MASS_STOCK_KERNELS") == "1":
-        return None
-    if "bpe" not in _CACHE:
-        path = build("bpe.cc")
-        library = None
-        if path is not None:
-            library = ctypes.CDLL(path)
-            pointer, size = ctypes.c_void_p, ctypes.c_int64
-            library.bpe_create.restype = pointer
-            library.bpe_create.argtypes = [pointer, pointer, pointer, size, pointer, pointer, size, pointer, pointer,
-                                           size, ctypes.c_int32, ctypes.c_int32]
-            library.bpe_free.argtypes = [pointer]
-            library.bpe_free.restype = None
-            library.bpe_apply_plain.restype = size
-            library.bpe_apply_plain.argtypes = [pointer, ctypes.c_char_p, size, ctypes.c_char_p, size, pointer]
-        _CACHE["bpe"] = library
-    return _CACHE["bpe"]
+    return _cached("bpe", "bpe.cc", _load_bpe_library)
 
 
 def _make_layer_norm_ops(library):
-    if library is None:
-        return None
     from mindspore import ops
     backward = ops.Custom(f"{library}:LayerNormBackward", func_type="aot",
                           out_shape=lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma),
@@ -116,3 +90,27 @@ def _make_layer_norm_ops(library):
                          out_shape=lambda x, gamma, beta, epsilon: (x, x[:-1], x[:-1]),
                          out_dtype=lambda x, gamma, beta, epsilon: (x, x, x))
     return forward, backward
+
+
+def _make_dropout_op(library):
+    from mindspore import ops
+
+    def bprop(x, stream, threshold, scale, out, dout):
+        return dout[0] * out[1], ops.zeros_like(stream), ops.zeros_like(threshold), ops.zeros_like(scale)
+
+    return ops.Custom(f"{library}:CounterDropout", func_type="aot", bprop=bprop,
+                      out_shape=lambda x, stream, threshold, scale: (x, x),
+                      out_dtype=lambda x, stream, threshold, scale: (x, x))
+
+
+def _load_bpe_library(path):
+    library = ctypes.CDLL(path)
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    library.bpe_create.restype = pointer
+    library.bpe_create.argtypes = [pointer, pointer, pointer, size, pointer, pointer, size, pointer, pointer, size,
+                                   ctypes.c_int32, ctypes.c_int32]
+    library.bpe_free.argtypes = [pointer]
+    library.bpe_free.restype = None
+    library.bpe_apply_plain.restype = size
+    library.bpe_apply_plain.argtypes = [pointer, ctypes.c_char_p, size, ctypes.c_char_p, size, pointer]
+    return library
