@@ -149,39 +149,7 @@ for task in $tasks; do
   done
 done
 
-for variant in pretrained scratch scratch_long; do
-  if [ ! -f "$run/gigaword_$variant/test.hyp.txt.json" ] || [ ! -f "$run/cornell_$variant/test.nll.txt.json" ]; then
-    echo "results table: waiting for the other task's runs (TASKS=$tasks done)"; exit 0
-  fi
-done
+# The table of what has test scores so far (the chain that ends last writes the complete one).
 stage "results table"
-"$python" - "$run" <<'PY'
-import json, os, sys
-run = sys.argv[1]
-rows = []
-for variant, label in (("pretrained", "MASS pre-trained"), ("scratch", "from scratch, same fine-tuning epochs"),
-                       ("scratch_long", "from scratch, same total compute")):
-    rouge = json.load(open(os.path.join(run, f"gigaword_{variant}", "test.hyp.txt.json")))
-    ppl = json.load(open(os.path.join(run, f"cornell_{variant}", "test.nll.txt.json")))
-    walls = [int(open(os.path.join(run, f"{task}_{variant}", "wall_s")).read()) for task in ("gigaword", "cornell")]
-    epochs = [json.load(open(os.path.join(run, f"{task}_{variant}", "config.json")))["dataset_config"]["epochs"]
-              for task in ("gigaword", "cornell")]
-    rows.append({"model": label, "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
-                 "gigaword_examples": rouge["examples"], "cornell_ppl": ppl["ppl"],
-                 "fine_tune_wall_s": {"gigaword": walls[0], "cornell": walls[1]},
-                 "fine_tune_epochs": {"gigaword": epochs[0], "cornell": epochs[1]}})
-pretrain_s = int(open(os.path.join(run, "pretrain", "wall_s")).read())
-table = ["| model | Gigaword R-1 | R-2 | R-L | Cornell PPL | epochs (giga / cornell) | wall s (giga / cornell) |",
-         "|---|---|---|---|---|---|---|"]
-for row in rows:
-    table.append(f"| {row['model']} | {row['rouge1']:.2f} | {row['rouge2']:.2f} | {row['rougeL']:.2f} | "
-                 f"{row['cornell_ppl']:.2f} | {row['fine_tune_epochs']['gigaword']} / {row['fine_tune_epochs']['cornell']} | "
-                 f"{row['fine_tune_wall_s']['gigaword']} / {row['fine_tune_wall_s']['cornell']} |")
-pre_config = json.load(open(os.path.join(run, "pretrain", "config.json")))
-table.append(f"\nMASS pre-training on news: {pretrain_s} s (stopped after a fixed number of updates of "
-             f"{pre_config['dataset_config']['batch_size']} sentences; see pretrain/metrics.jsonl).")
-json.dump({"rows": rows, "pretrain_wall_s": pretrain_s}, open(os.path.join(run, "results.json"), "w"), indent=2)
-open(os.path.join(run, "results.md"), "w").write("\n".join(table) + "\n")
-print("\n".join(table))
-PY
+"$python" bench/reproduce_table.py "$run"
 stage "done in $((SECONDS - start)) s: $run/results.md"
