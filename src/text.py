@@ -821,7 +821,7 @@ class BpeApplier:
 
 class _NativeBpe:
     """BpeApplier's plain-text path in C++ (src/kernels/bpe.cc, through ctypes): one pass over the text with a cache
-    of each word's cut points, new words encoded by subword-nmt's loop. About 3x the NumPy path's speed; absent
+    of each word's cut points, new words encoded by subword-nmt's loop. About 2x the NumPy path end to end; absent
     without a C++ compiler (or with MASS_STOCK_KERNELS=1), and the NumPy path then runs. It answers None for the
     texts it does not handle exactly (see bpe_apply_plain) and the Python paths take them, invalid UTF-8 included."""
 
