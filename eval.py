@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--rouge_stemmer", action="store_true", help="Porter stemming in ROUGE (as files2rouge's "
                         "-m); off by default")
     parser.add_argument("--device_target", choices=("CPU", "GPU", "Ascend"), default="CPU")
+    parser.add_argument("--threads", type=int, default=0, metavar="N", help="CPU kernel threads (default: MindSpore's)")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
@@ -86,9 +87,10 @@ def main(args):
     from src.checkpoint import load_model_weights
     from src.dataset import iterate_batches, load_dataset
     from src.model import Seq2SeqModel
+    from src.trainer import setup_device
     from src.records import validate_examples
 
-    ms.set_device(args.device_target)
+    setup_device(args.device_target, threads=args.threads)
     examples = load_dataset(test_dataset)
     validate_examples(examples, len(vocab), where=test_dataset)
     references = read_references(args.reference, len(examples)) if args.reference else None

@@ -22,6 +22,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, metavar="RUN_FOLDER", help="run folder (created)")
     parser.add_argument("--device_target", choices=("CPU", "GPU", "Ascend"), default="CPU")
     parser.add_argument("--device_id", type=int, default=None, help="device of a single-device run")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU kernel threads (default: MindSpore's); 1 for each of two runs sharing 2 cores")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's latest checkpoint (starts afresh when there is none)")
     parser.add_argument("--vocab", default=None, help="vocabulary file (default dataset_config.vocab); its checksum "
@@ -56,7 +58,7 @@ def main(args):
     config = load_config(args.config, args.set)
     checksum = vocabulary_checksum(args.vocab or config.dataset_config.vocab, config.model_config.vocab_size)
     from src import trainer
-    trainer.setup_device(args.device_target, args.device_id)
+    trainer.setup_device(args.device_target, args.device_id, args.threads)
     rank, world = trainer.init_data_parallel()
     summary = trainer.train_and_evaluate(config, args.output, resume=args.resume, device_target=args.device_target, rank=rank,
                                world=world, vocab_checksum=checksum, log_every=args.log_every,

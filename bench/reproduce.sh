@@ -5,9 +5,10 @@
 # the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the Cornell test set.
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
 # Budget: PRETRAIN_UPDATES (default 1000 updates of 64 sentences), FINETUNE_EPOCHS (3); the same-compute baseline's
-# epochs are computed from the measured times (SCRATCH_LONG_EPOCHS overrides). A rerun into the same folder skips
-# what completed; UNTIL=text|bpe|records stops after that stage. TASKS=gigaword / TASKS=cornell (default both) limits
-# the fine-tuning to one task, so the two can run side by side; the one that ends last writes the table.
+# epochs are computed from the updates (SCRATCH_LONG_EPOCHS overrides). After the text stages, two chains run side
+# by side with one thread each (PARALLEL=0: one after the other): MASS pre-training and fine-tuning from it, and
+# training from scratch. A rerun into the same folder skips what completed; UNTIL=text|bpe|records stops after
+# that stage; TASKS=gigaword or TASKS=cornell (default both) limits the fine-tuning to one task.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -16,15 +17,13 @@ data=${SHARED_DATA:-$repo/../shared/data}
 run=${1:-runs/reproduce}
 python="$(bash scripts/ensure_venv.sh)/bin/python"
 export PYTHONUNBUFFERED=1 PYTHON=$python
-quick=${QUICK:-0}
-pre_updates=${PRETRAIN_UPDATES:-1000} ft_epochs=${FINETUNE_EPOCHS:-3} SCRATCH_LONG_EPOCHS=${SCRATCH_LONG_EPOCHS:-}
+quick=${QUICK:-0} parallel=${PARALLEL:-1} threads=0
+pre_updates=${PRETRAIN_UPDATES:-1200} ft_epochs=${FINETUNE_EPOCHS:-2} SCRATCH_LONG_EPOCHS=${SCRATCH_LONG_EPOCHS:-}
 lines=0
 if [ "$quick" = 1 ]; then lines=600; pre_updates=10; ft_epochs=1; fi
 mkdir -p "$run"
 tasks=${TASKS:-gigaword cornell}
-# TASKS=gigaword and TASKS=cornell may run side by side (after the shared stages): each logs on its own.
-log=reproduce.log; [ "$tasks" = "gigaword cornell" ] || log="reproduce.${tasks// /_}.log"
-exec > >(tee -a "$run/$log") 2>&1
+exec > >(tee -a "$run/reproduce.log") 2>&1
 stage() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 # A rerun into the same folder skips the stages that completed (marker files .done_NAME); UNTIL=NAME stops after one.
 run_stage() {  # NAME FUNCTION [ARGS...]
@@ -91,65 +90,127 @@ done
 run_stage records records_stage
 
 common=(--config config/config_reproduce.json --vocab "$vocab" --set "model_config.vocab_size=$vocab_size")
+giga=$run/data/gigaword cornell=$run/data/cornell
 
-run_train_stage() {  # NAME: a training whose wall_s marks it complete; a rerun restarts an unfinished one
+run_train_stage() {  # NAME ARGS...: a training whose wall_s marks it complete; a rerun restarts an unfinished one
   local name=$1; shift
   if [ -f "$run/$name/wall_s" ]; then printf '\n=== train %s: done before, skipped\n' "$name"; return; fi
   rm -rf "${run:?}/$name"
+  mkdir -p "$run/$name"
+  date +%s > "$run/$name/start_time"
   local begin=$SECONDS
-  "$python" train.py "${common[@]}" --output "$run/$name" "$@"
+  "$python" train.py "${common[@]}" --threads "$threads" --output "$run/$name" "$@"
   echo $((SECONDS - begin)) > "$run/$name/wall_s"
 }
 
-stage "MASS pre-training on news ($pre_updates updates)"
-run_train_stage pretrain --set "dataset_config.epochs=1" --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" \
-  --max_updates "$pre_updates"
-pretrain_s=$(cat "$run/pretrain/wall_s")
-# The pre-trained weights: the newest training checkpoint (the run stops after max_updates with one).
-pretrained=$("$python" -c 'import json, os, sys; folder = sys.argv[1]; kept = json.load(open(os.path.join(folder, "latest.json")))["kept"]; print(os.path.join(folder, kept[-1]))' "$run/pretrain/checkpoints")
-echo "pre-trained weights: $pretrained"
-
-giga=$run/data/gigaword cornell=$run/data/cornell
-for task in $tasks; do
-  if [ "$task" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
+task_data() {  # TASK -> the --set arguments of its fine-tuning data
+  local dataset valid
+  if [ "$1" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
   else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
   data_sets=(--set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid")
-  # Every (source, target) bucket shape compiles its own train and eval graphs, each with its own memory (~1 GB at
-  # 64 x 64 with this vocabulary): Cornell, long on both sides, filled 16 GB with the 4 x 4 shapes of the 4 boundaries.
-  [ "$task" = cornell ] && data_sets+=(--set "dataset_config.bucket_boundaries=[32, 64]")
-  stage "fine-tune ${task}_pretrained ($ft_epochs epochs)"
-  run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}" \
-    --set "checkpoint_options.existed_ckpt=$pretrained"
-  stage "train ${task}_scratch ($ft_epochs epochs)"
-  run_train_stage "${task}_scratch" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}"
-  # Same total compute: the fine-tuning epochs plus as many epochs as this task's share of the pre-training
-  # updates buys (the pre-training serves both tasks, so each is charged half), counted in updates rather than
-  # seconds so that the figure does not depend on what else the machine was running; a pre-training update (64
-  # news sentences of ~25 subwords) costs about what a fine-tuning one does, so this errs towards the baseline.
-  batches=$("$python" -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["batches"])' \
-    "$run/${task}_scratch/metrics.jsonl")
-  long_epochs=$(( ft_epochs + (pre_updates + batches) / (2 * batches) ))
-  [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
-  stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch)"
-  run_train_stage "${task}_scratch_long" --set "dataset_config.epochs=$long_epochs" "${data_sets[@]}"
+  # Every (source, target) bucket shape compiles its own train and eval graphs (~1 GB and about a minute each at
+  # 64 x 64 with this vocabulary): Cornell, long on both sides, filled 16 GB with the 4 x 4 shapes of 4 boundaries.
+  if [ "$1" = cornell ]; then data_sets+=(--set "dataset_config.bucket_boundaries=[32, 64]"); fi
+}
 
-  for variant in pretrained scratch scratch_long; do
-    stage "evaluate ${task}_$variant"
-    if [ "$task" = gigaword ]; then
-      [ -f "$run/gigaword_$variant/test.hyp.txt.json" ] ||
-      "$python" eval.py --config "$run/gigaword_$variant/config.json" --vocab "$vocab" --metric rouge \
-        --checkpoint "$run/gigaword_$variant/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
-        --reference "$tok/giga_test.title.txt" --output "$run/gigaword_$variant/test.hyp.txt"
-    else
-      [ -f "$run/cornell_$variant/test.nll.txt.json" ] ||
-      "$python" eval.py --config "$run/cornell_$variant/config.json" --vocab "$vocab" --metric ppl \
-        --checkpoint "$run/cornell_$variant/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
-        --output "$run/cornell_$variant/test.nll.txt"
-    fi
+evaluate() {  # TASK VARIANT CHECKPOINT: test scores into RUN/TASK_VARIANT/
+  local task=$1 variant=$2 checkpoint=$3 folder=$run/$1_$2
+  stage "evaluate ${task}_$variant ($checkpoint)"
+  if [ "$task" = gigaword ]; then
+    [ -f "$folder/test.hyp.txt.json" ] ||
+    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric rouge --checkpoint "$checkpoint" \
+      --test_dataset "$giga/gigaword_test.mindrecord" --reference "$tok/giga_test.title.txt" \
+      --output "$folder/test.hyp.txt" --threads "$threads"
+  else
+    [ -f "$folder/test.nll.txt.json" ] ||
+    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric ppl --checkpoint "$checkpoint" \
+      --test_dataset "$cornell/cornell_test.mindrecord" --output "$folder/test.nll.txt" --threads "$threads"
+  fi
+}
+
+# Chain 1: MASS pre-training, then fine-tuning from its weights on each task.
+pretrained_chain() {
+  stage "MASS pre-training on news ($pre_updates updates)"
+  run_train_stage pretrain --set "dataset_config.epochs=1" \
+    --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" --max_updates "$pre_updates"
+  # The pre-trained weights: the newest training checkpoint (the run stops after max_updates with one).
+  local pretrained task
+  pretrained=$("$python" -c 'import json, os, sys; folder = sys.argv[1]; kept = json.load(open(os.path.join(folder, "latest.json")))["kept"]; print(os.path.join(folder, kept[-1]))' "$run/pretrain/checkpoints")
+  echo "pre-trained weights: $pretrained"
+  for task in $tasks; do
+    task_data "$task"
+    stage "fine-tune ${task}_pretrained ($ft_epochs epochs)"
+    run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}" \
+      --set "checkpoint_options.existed_ckpt=$pretrained"
   done
-done
+  for task in $tasks; do evaluate "$task" pretrained "$run/${task}_pretrained/checkpoints/best.ckpt"; done
+}
 
-# The table of what has test scores so far (the chain that ends last writes the complete one).
+# Chain 2: from random weights. One run per task serves both baselines: trained for the same total compute (the
+# fine-tuning epochs plus as many epochs as the task's half of the pre-training updates buys; the pre-training
+# serves both tasks), it also keeps, as best_epochN.ckpt, the checkpoint that a run of only the N fine-tuning
+# epochs would have selected (the data order and the isr schedule do not depend on the total; tests/test_trainer.py
+# checks it bit for bit). Compute is counted in updates, not seconds, so the figure does not depend on what else
+# the machine runs; a pre-training update (64 news sentences of ~25 subwords) costs about what a fine-tuning one
+# does, so this errs towards the baseline.
+scratch_chain() {
+  local task batches long_epochs
+  for task in $tasks; do
+    task_data "$task"
+    # Updates per epoch: the batch plan of this config (batch size, bucket boundaries) on the task's records.
+    batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, load_dataset; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(load_dataset(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries)))' \
+      config/config_reproduce.json "${data_sets[1]}" "${data_sets[3]}" "${data_sets[@]:5}")
+    long_epochs=$(( ft_epochs + (pre_updates + batches) / (2 * batches) ))
+    [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
+    stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch; epoch $ft_epochs's selection kept for ${task}_scratch)"
+    run_train_stage "${task}_scratch_long" --set "dataset_config.epochs=$long_epochs" "${data_sets[@]}" \
+      --set "checkpoint_options.best_at_epochs=[$ft_epochs]"
+    # RUN/TASK_scratch: the same-epochs baseline's config, wall time (to the end of its last epoch) and scores.
+    "$python" - "$run/${task}_scratch_long" "$run/${task}_scratch" "$ft_epochs" <<'PY'
+import json, os, sys
+long_run, short_run, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.makedirs(short_run, exist_ok=True)
+with open(os.path.join(long_run, "config.json"), encoding="utf-8") as handle:
+    config = json.load(handle)
+config["dataset_config"]["epochs"] = epochs
+with open(os.path.join(short_run, "config.json"), "w", encoding="utf-8") as out:
+    json.dump(config, out, indent=2)
+with open(os.path.join(long_run, "start_time"), encoding="utf-8") as handle:
+    start = int(handle.read())
+with open(os.path.join(long_run, "metrics.jsonl"), encoding="utf-8") as handle:
+    end = [record["time"] for record in map(json.loads, handle) if record["type"] == "valid"][epochs - 1]
+with open(os.path.join(short_run, "wall_s"), "w", encoding="utf-8") as out:
+    out.write(f"{round(end - start)}\n")
+with open(os.path.join(short_run, "README"), "w", encoding="utf-8") as out:
+    out.write(f"The first {epochs} epochs of {long_run}: its checkpoints/best_epoch{epochs}.ckpt.\n")
+PY
+  done
+  for task in $tasks; do
+    evaluate "$task" scratch "$run/${task}_scratch_long/checkpoints/best_epoch$ft_epochs.ckpt"
+    evaluate "$task" scratch_long "$run/${task}_scratch_long/checkpoints/best.ckpt"
+  done
+}
+
+if [ "$parallel" = 1 ]; then
+  # The two chains side by side, one kernel thread each: on 2 cores this gives more total throughput than one
+  # chain after the other with 2 threads each (MindSpore's CPU kernels scale poorly on these small matrices), and
+  # the two chains are about equally long (P + 2 F updates each, for P pre-training and F fine-tuning updates).
+  stage "two chains side by side, one thread each: logs $run/reproduce.pretrained.log and reproduce.scratch.log"
+  threads=1; export OMP_NUM_THREADS=1
+  pretrained_chain > >(sed -u "s/^/[pretrained] /" | tee -a "$run/reproduce.pretrained.log") 2>&1 &
+  first=$!
+  scratch_chain > >(sed -u "s/^/[scratch] /" | tee -a "$run/reproduce.scratch.log") 2>&1 &
+  second=$!
+  failed=0
+  wait "$first" || failed=1
+  wait "$second" || failed=1
+  [ "$failed" = 0 ] || { echo "error: a chain failed (see $run/reproduce.*.log)" >&2; exit 1; }
+else
+  pretrained_chain
+  scratch_chain
+fi
+
+# The table of what has test scores so far.
 stage "results table"
 "$python" bench/reproduce_table.py "$run"
 stage "done in $((SECONDS - start)) s: $run/results.md"

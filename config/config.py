@@ -165,8 +165,13 @@ class CheckpointOptions:
     keep_ckpt_max: int = 50
     ckpt_prefix: str = "ckpt"
     ckpt_path: str = "checkpoints"
+    # After each of these epochs (counted from 1), best.ckpt is also kept as best_epochN.ckpt: the checkpoint that a
+    # run of only N epochs would select, since neither the data order nor the isr schedule depends on the total.
+    best_at_epochs: typing.List[int] = dataclasses.field(default_factory=list)
 
     def validate(self):
+        _check(all(epoch >= 1 for epoch in self.best_at_epochs), "checkpoint_options.best_at_epochs",
+               "must be epoch numbers >= 1")
         _check(self.save_ckpt_steps >= 1, "checkpoint_options.save_ckpt_steps", "must be >= 1")
         _check(self.keep_ckpt_max >= 1, "checkpoint_options.keep_ckpt_max", "must be >= 1")
         _check(bool(self.ckpt_prefix) and "/" not in self.ckpt_prefix, "checkpoint_options.ckpt_prefix",

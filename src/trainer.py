@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -57,11 +58,15 @@ def launched_distributed():
     return False
 
 
-def setup_device(device_target, device_id=None):
+def setup_device(device_target, device_id=None, threads=0):
+    """threads > 0 caps MindSpore's CPU kernel threads (default: 25, more than this machine's cores): two
+    processes sharing the cores each run best with one thread per core they get."""
     if device_id is None:
         ms.set_device(device_target)
     else:
         ms.set_device(device_target, device_id)
+    if threads > 0 and device_target == "CPU":
+        ms.device_context.cpu.op_tuning.threads_num(threads)
 
 
 def init_data_parallel():
@@ -765,6 +770,12 @@ class Trainer:
                 self.save_best()
         else:
             self.save_best()  # without a valid set, best.ckpt holds the latest epoch's weights
+        if self.is_main and state.epoch in self.config.checkpoint_options.best_at_epochs:
+            best = os.path.join(self.ckpt_folder, self.best_name(state.phase))
+            if os.path.exists(best):
+                snapshot = best[:-len(".ckpt")] + f"_epoch{state.epoch}.ckpt"
+                shutil.copyfile(best, snapshot + ".tmp")
+                os.replace(snapshot + ".tmp", snapshot)
         self.save_training_checkpoint()
 
     # -- the whole run ----------------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ def corpus(tmp_path_factory):
         loss_scale_config=LossScaleConfig(init_loss_scale=1024, scale_window=4),
         learn_rate_config=LearnRateConfig(lr=2e-2, warmup_steps=3, decay_start_step=3, warmup_init_lr=2e-3,
                                           min_lr=1e-4, update_freq=2),
-        checkpoint_options=CheckpointOptions(save_ckpt_steps=3, keep_ckpt_max=10, ckpt_prefix="mass")).validate()
+        checkpoint_options=CheckpointOptions(save_ckpt_steps=3, keep_ckpt_max=10, ckpt_prefix="mass",
+                                             best_at_epochs=[2])).validate()
     config.save(str(folder / "config.json"))
     return folder, config, vocab
 
@@ -201,7 +202,8 @@ def test_run_folder_layout(full_run, corpus):
     manager = ckpt.CheckpointManager(str(run / "checkpoints"), "mass", 10)
     # saved every 3 updates and at each epoch's end (2 updates per epoch): steps 2 3 4 6 6 8 9 10 12 12
     assert manager.kept() == [f"mass_finetune_step{step:07d}.ckpt" for step in (2, 3, 4, 6, 8, 9, 10, 12)]
-    assert sorted(os.listdir(run / "checkpoints")) == sorted(manager.kept() + ["best.ckpt", "latest.json"])
+    assert sorted(os.listdir(run / "checkpoints")) == sorted(manager.kept() + ["best.ckpt", "best_epoch2.ckpt",
+                                                                              "latest.json"])
     _, optimizer_state, metadata = ckpt.read_checkpoint(manager.latest())
     position = (metadata["phase"], metadata["epoch"], metadata["batch_position"], metadata["step"])
     assert position == ("finetune", 6, 0, 12)
@@ -214,6 +216,24 @@ def test_run_folder_layout(full_run, corpus):
     best = ckpt.load_model_weights(model, str(run / "checkpoints" / "best.ckpt"), vocab.checksum())
     assert best["kind"] == "weights" and best["best_valid_loss"] == pytest.approx(min(
         r["loss"] for r in read_metrics(run) if r["type"] == "valid"))
+
+
+def test_best_at_epochs_keeps_the_selection_of_a_shorter_run(full_run, corpus):
+    """best_epoch2.ckpt of the 6-epoch run is, bit for bit, the best.ckpt of a run stopped after 2 epochs: one long
+    run serves as both the same-epochs and the same-compute baseline in bench/reproduce.sh."""
+    full, _, _, _ = full_run
+    folder, config, vocab = corpus
+    short_config = dataclasses.replace(config, dataset_config=dataclasses.replace(config.dataset_config, epochs=2))
+    short = folder / "short"
+    trainer.Trainer(short_config, str(short), vocab_checksum=vocab.checksum(), console=lambda line: None).run()
+    snapshot_weights = ckpt.read_checkpoint(str(full / "checkpoints" / "best_epoch2.ckpt"))[0]
+    short_weights = ckpt.read_checkpoint(str(short / "checkpoints" / "best.ckpt"))[0]
+    assert snapshot_weights.keys() == short_weights.keys()
+    for key in short_weights:
+        np.testing.assert_array_equal(snapshot_weights[key], short_weights[key], err_msg=key)
+    final_weights = ckpt.read_checkpoint(str(full / "checkpoints" / "best.ckpt"))[0]
+    assert any(not np.array_equal(final_weights[key], short_weights[key]) for key in short_weights)
+    assert not os.path.exists(full / "checkpoints" / "best_epoch1.ckpt")
 
 
 def snapshot(network):
