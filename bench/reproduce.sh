@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Reduced-scale MASS reproduction on ../shared/data: pre-train a d256 3+3 model on the news sentences, fine-tune it on
+# Reduced-scale MASS reproduction on ../shared/data: pre-train a d128 3+3 model on the news sentences, fine-tune it on
 # Gigaword 10K and the first 10K Cornell train pairs, and compare with training from scratch for the same fine-tuning
-# epochs and for the same total compute (fine-tuning extended by the pre-training time). Checkpoints are selected on
-# the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the Cornell test set.
+# epochs and for the same total compute (fine-tuning extended by the task's half of the pre-training updates).
+# Checkpoints are selected on the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the
+# Cornell test set.
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
-# Budget: PRETRAIN_UPDATES (default 1000 updates of 64 sentences), FINETUNE_EPOCHS (3); the same-compute baseline's
+# Budget: PRETRAIN_UPDATES (default 1200 updates of 64 sentences), FINETUNE_EPOCHS (2); the same-compute baseline's
 # epochs are computed from the updates (SCRATCH_LONG_EPOCHS overrides). After the text stages, two chains run side
 # by side with one thread each (PARALLEL=0: one after the other): MASS pre-training and fine-tuning from it, and
 # training from scratch. A rerun into the same folder skips what completed; UNTIL=text|bpe|records stops after

@@ -94,7 +94,8 @@ if [ "$detach" = 1 ]; then
   exit 0
 fi
 trap 'kill -TERM -- -"$job" 2>/dev/null || true' INT TERM
-tail -n +1 --pid="$job" -f "$run_folder/logs/console.log"
+# `|| true`: tail itself may end in error ("no files remaining", seen under load); the job's status is what counts.
+tail -n +1 --pid="$job" -f "$run_folder/logs/console.log" || true
 status=0; wait "$job" || status=$?
 rm -f "$run_folder/pid"
 [ "$status" = 0 ] || echo "error: the job failed (exit status $status); logs: $run_folder/logs/" >&2
