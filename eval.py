@@ -87,8 +87,8 @@ def main(args):
     from src.checkpoint import load_model_weights
     from src.dataset import iterate_batches, load_dataset
     from src.model import Seq2SeqModel
-    from src.trainer import setup_device
     from src.records import validate_examples
+    from src.trainer import setup_device
 
     setup_device(args.device_target, threads=args.threads)
     examples = load_dataset(test_dataset)

@@ -166,7 +166,7 @@ class CheckpointOptions:
     ckpt_prefix: str = "ckpt"
     ckpt_path: str = "checkpoints"
     # After each of these epochs (counted from 1), best.ckpt is also kept as best_epochN.ckpt: the checkpoint that a
-    # run of only N epochs would select, since neither the data order nor the isr schedule depends on the total.
+    # run of only N epochs would select, since neither the data order nor the lr schedules depend on the total.
     best_at_epochs: typing.List[int] = dataclasses.field(default_factory=list)
 
     def validate(self):
