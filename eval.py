@@ -43,6 +43,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0 (0: MindSpore's default)")
     if args.reference is not None and args.metric != "rouge":
         parser.error("--reference goes with --metric rouge")
     return args

@@ -37,6 +37,8 @@ def parse_args(argv=None):
         parser.error("--log_every must be >= 1")
     if args.max_updates is not None and args.max_updates < 1:
         parser.error("--max_updates must be >= 1")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0 (0: MindSpore's default)")
     return args
 
 

@@ -396,6 +396,19 @@ def test_bad_config_and_missing_data_are_one_line_errors(corpus, tmp_path):
     assert not output.exists()
 
 
+def test_threads_option_is_checked(capsys):
+    import eval as eval_script
+    import train as train_script
+    assert train_script.parse_args(["--config", "c.json", "--output", "o", "--threads", "1"]).threads == 1
+    for script, required in ((train_script, ["--config", "c.json", "--output", "o"]),
+                             (eval_script, ["--config", "c.json", "--checkpoint", "c.ckpt", "--vocab", "v.txt",
+                                            "--metric", "ppl", "--output", "o.txt"])):
+        with pytest.raises(SystemExit) as stop:
+            script.parse_args(required + ["--threads", "-1"])
+        assert stop.value.code == 2
+        assert "--threads must be >= 0" in capsys.readouterr().err
+
+
 def test_mismatched_checkpoint_is_a_one_line_error(full_run, corpus, tmp_path):
     full, _, _, _ = full_run
     folder, _, _ = corpus
