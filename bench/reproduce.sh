@@ -104,14 +104,16 @@ run_train_stage() {  # NAME ARGS...: a training whose wall_s marks it complete; 
   echo $((SECONDS - begin)) > "$run/$name/wall_s"
 }
 
-task_data() {  # TASK -> the --set arguments of its fine-tuning data
-  local dataset valid
+task_data() {  # TASK -> data_overrides (KEY=VALUE) for its fine-tuning data, and data_sets (the same, with --set)
+  local dataset valid override
   if [ "$1" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
   else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
-  data_sets=(--set "dataset_config.fine_tune_dataset=$dataset" --set "dataset_config.valid_dataset=$valid")
+  data_overrides=("dataset_config.fine_tune_dataset=$dataset" "dataset_config.valid_dataset=$valid")
   # Every (source, target) bucket shape compiles its own train and eval graphs (~1 GB and about a minute each at
   # 64 x 64 with this vocabulary): Cornell, long on both sides, filled 16 GB with the 4 x 4 shapes of 4 boundaries.
-  if [ "$1" = cornell ]; then data_sets+=(--set "dataset_config.bucket_boundaries=[32, 64]"); fi
+  if [ "$1" = cornell ]; then data_overrides+=("dataset_config.bucket_boundaries=[32, 64]"); fi
+  data_sets=()
+  for override in "${data_overrides[@]}"; do data_sets+=(--set "$override"); done
 }
 
 evaluate() {  # TASK VARIANT CHECKPOINT: test scores into RUN/TASK_VARIANT/
@@ -160,7 +162,7 @@ scratch_chain() {
     task_data "$task"
     # Updates per epoch: the batch plan of this config (batch size, bucket boundaries) on the task's records.
     batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, load_dataset; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(load_dataset(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries)))' \
-      config/config_reproduce.json "${data_sets[1]}" "${data_sets[3]}" "${data_sets[@]:5}")
+      config/config_reproduce.json "${data_overrides[@]}")
     long_epochs=$(( ft_epochs + (pre_updates + batches) / (2 * batches) ))
     [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
     stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch; epoch $ft_epochs's selection kept for ${task}_scratch)"
