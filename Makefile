@@ -1,6 +1,9 @@
 # Two commands a new user needs; both create the virtual environment on first use.
 #   make demo  - the whole pipeline on the bundled sample, on CPU, into runs/demo
 #   make test  - the test suite
+#   make bench - every speed bench, one after the other (each prints its ratio last; those that need
+#                ../shared/data say so and skip); the output is also kept in bench/last_bench.log
+SHELL := /bin/bash
 PY := .venv/bin/python
 RUN ?= runs/demo
 
@@ -15,5 +18,8 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q tests
 
+BENCHES := bench/bpe_speed.py bench/datagen_speed.py bench/train_speed.py bench/decode_speed.py
+
 bench: venv
-	$(PY) bench/bpe_speed.py
+	@set -o pipefail; for b in $(BENCHES); do echo "=== $$b"; $(PY) $$b || exit 1; done 2>&1 | tee bench/last_bench.log
+	@$(PY) bench/model_size.py config/config.json config/config_reproduce.json config/config_tiny.json

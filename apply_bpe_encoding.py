@@ -5,16 +5,18 @@
 
 Each SRC_FOLDER/name.txt becomes OUTPUT_FOLDER/PREFIX.name.txt (OUTPUT_FOLDER/name.txt with an empty
 prefix), byte-identical to `subword-nmt apply-bpe -c CODES`. The subwords of all outputs are counted into
-a Dictionary (ids 0-4: <pad> <s> </s> <unk> <mask>, then most frequent first); subwords seen fewer than
---threshold times are dropped, and filler symbols pad its size to a multiple of --pad_to_multiple.
+a vocabulary by build_vocabulary (src/dictionary.py, shared with news_crawl.py --dict_folder): ids 0-4 are
+<pad> <s> </s> <unk> <mask>, then most frequent first; subwords seen fewer than --threshold times are dropped,
+and filler symbols pad its size to a multiple of --pad_to_multiple.
 It is written with Dictionary.persistence (`symbol count` lines, line number = id).
 """
 import argparse
 import os
 
-from src.dictionary import Dictionary
+from src.dictionary import build_vocabulary
 from src.errors import UserError, run_cli
-from src.text import apply_bpe_files, find_text_files, load_bpe_codes, output_paths
+from src.bpe import apply_bpe_files, load_bpe_codes
+from src.corpus_files import find_text_files, output_paths
 
 
 def parse_args(argv=None):
@@ -48,7 +50,7 @@ def main(args):
     if os.path.abspath(args.vocab_path) in map(os.path.abspath, targets + sources):
         raise UserError(f"--vocab_path {args.vocab_path} is also a text file of the run")
     counts, lines = apply_bpe_files(codes, sources, targets, processes=args.processes)
-    vocab = Dictionary.from_counter(counts).shrink(args.threshold).pad_to_multiple(args.pad_to_multiple)
+    vocab = build_vocabulary(counts, threshold=args.threshold, pad_to_multiple=args.pad_to_multiple)
     vocab.persistence(args.vocab_path)
     print(f"encoded {len(sources)} files ({lines} lines, {sum(counts.values())} subwords, {len(counts)} distinct) "
           f"with {len(codes)} merges into {args.output_folder}; vocabulary of {len(vocab)} symbols "

@@ -21,10 +21,10 @@ import re
 
 import numpy as np
 
+from src.builders import build_pair_record_sets, format_counts
+from src.cli_args import add_pair_builder_arguments, check_pair_builder_arguments
 from src.dictionary import Dictionary
 from src.errors import UserError, atomic_open, require_file, require_folder, run_cli
-from src.records import (add_pair_builder_arguments, build_pair_record_sets, check_pair_builder_arguments,
-                         format_counts)
 
 SEPARATOR = re.compile(r" ?\+\+\+\$\+\+\+ ?")
 
@@ -167,9 +167,11 @@ def main(args):
         if prefix:
             splits.append((name, os.path.join(args.src_folder, prefix + ".src.txt"),
                            os.path.join(args.src_folder, prefix + ".tgt.txt"), train))
-    build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="cornell", max_len=args.max_len,
-                           noise_prob=args.noise_prob, seed=args.seed, format=args.format,
-                           num_shards=args.num_shards)
+    built = build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="cornell",
+                                   max_len=args.max_len, noise_prob=args.noise_prob, seed=args.seed,
+                                   format=args.format, num_shards=args.num_shards)
+    for name, counts in built.items():
+        print(format_counts(f"cornell {name}", counts))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Both files are written only when everything succeeded.
 import argparse
 import json
 import os
-import sys
 import time
 
 from src.errors import UserError, atomic_open, require_file, run_cli
@@ -55,7 +54,7 @@ def scores_path(output):
 
 
 def read_references(path, count):
-    from src.records import read_text_lines
+    from src.builders import read_text_lines
     lines = read_text_lines(path, "reference file")
     if len(lines) != count:
         raise UserError(f"reference file {path} has {len(lines)} lines but the test set has {count} examples")
@@ -65,13 +64,11 @@ def read_references(path, count):
 def main(args):
     os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's warnings out of the progress output
     from config.config import load_config
-    from src.dictionary import Dictionary
+    from src.dictionary import Dictionary, check_vocabulary_fits
     config = load_config(args.config, args.set)
     model_config = config.model_config
     vocab = Dictionary.load_from_persisted_dict(require_file(args.vocab, "vocabulary file"))
-    if len(vocab) > model_config.vocab_size:
-        raise UserError(f"vocabulary {args.vocab} has {len(vocab)} symbols but model_config.vocab_size is "
-                        f"{model_config.vocab_size}")
+    check_vocabulary_fits(vocab, args.vocab, model_config.vocab_size)
     checkpoint = args.checkpoint or config.checkpoint_options.existed_ckpt
     if not checkpoint:
         raise UserError("no weights to evaluate: pass --checkpoint or set checkpoint_options.existed_ckpt")
@@ -84,13 +81,13 @@ def main(args):
         require_file(path, "reference file")
 
     import mindspore as ms
-    from tqdm import tqdm
 
     from src.checkpoint import load_model_weights
     from src.dataset import iterate_batches, load_dataset
+    from src.device import setup_device
     from src.model import Seq2SeqModel
+    from src.progress import progress_bar
     from src.records import validate_examples
-    from src.trainer import setup_device
 
     setup_device(args.device_target, threads=args.threads)
     examples = load_dataset(test_dataset)
@@ -106,8 +103,8 @@ def main(args):
     if args.metric == "rouge":
         summary["reference"] = args.reference or "record targets"
     start = time.perf_counter()
-    progress = tqdm(total=len(examples), unit="sent", desc="decode" if args.metric == "rouge" else "score",
-                    file=sys.stderr, dynamic_ncols=True)
+    progress = progress_bar(total=len(examples), unit="sent", desc="decode" if args.metric == "rouge" else "score",
+                            dynamic_ncols=True)
     with progress:
         if args.metric == "rouge":
             lines, scores = evaluate_rouge(model, model_config, vocab, examples, batches, references,
@@ -131,7 +128,7 @@ def main(args):
 def evaluate_rouge(model, model_config, vocab, examples, batches, references, use_stemmer, progress, summary):
     from src.beam_search import cached_decoder, decode_batches, search_from_config
     from src.metrics import UNKNOWN_TOKEN, rouge_scores
-    from src.text import remove_bpe
+    from src.metrics import remove_bpe
 
     search = search_from_config(model_config, num_symbols=len(vocab))
     decoder = cached_decoder(model, search)

@@ -8,9 +8,10 @@ the reference text files, not the truncated record targets. Gigaword's `UNK` and
 """
 import argparse
 
+from src.builders import build_pair_record_sets, format_counts
+from src.cli_args import add_pair_builder_arguments, check_pair_builder_arguments
 from src.dictionary import UNK, Dictionary
 from src.errors import run_cli
-from src.records import add_pair_builder_arguments, build_pair_record_sets, check_pair_builder_arguments
 
 TOKEN_MAP = {"UNK": UNK}
 
@@ -39,9 +40,11 @@ def main(args):
     if args.valid_src:
         splits.append(("valid", args.valid_src, args.valid_ref, False))
     splits.append(("test", args.test_src, args.test_ref, False))
-    build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="gigaword", max_len=args.max_len,
-                           noise_prob=args.noise_prob, seed=args.seed, format=args.format,
-                           num_shards=args.num_shards, token_map=TOKEN_MAP)
+    built = build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="gigaword",
+                                   max_len=args.max_len, noise_prob=args.noise_prob, seed=args.seed,
+                                   format=args.format, num_shards=args.num_shards, token_map=TOKEN_MAP)
+    for name, counts in built.items():
+        print(format_counts(f"gigaword {name}", counts))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Pre-training records from BPE'd monolingual text (e.g. News Crawl): filter, mask (MASS), write.
 
-Input: every file in --src_folder whose name ends with --suffix (sorted by name), one sentence per line,
-space-separated subword tokens. A sentence of m tokens becomes m + 1 ids with </s>; it is kept when
-m >= --min_len and m + 1 <= --max_len (so records fit a model with seq_length = max_len).
-Vocabulary: --existed_vocab FILE, or --dict_folder DIR to build one from the kept sentences (most frequent first,
-padded to a multiple of 8) and save it as DIR/vocab.txt. The vocabulary used is also saved beside the records
-as OUTPUT/vocab.txt.
+Input: --input_files A B ... (read in the order given), or every file in --src_folder whose name ends with
+--suffix (sorted by name); one sentence per line, space-separated subword tokens. A sentence of m tokens becomes
+m + 1 ids with </s>; it is kept when m >= --min_len and m + 1 <= --max_len (so records fit a model with
+seq_length = max_len).
+Vocabulary: --existed_vocab FILE, or --dict_folder DIR to build one from the tokens of the kept sentences
+(build_vocabulary in src/dictionary.py, as apply_bpe_encoding.py: most frequent first, padded to a multiple of 8)
+and save it as DIR/vocab.txt. The vocabulary used is also saved beside the records as OUTPUT/vocab.txt.
 Output: OUTPUT/news.mindrecord (or news.tfrecord); with --num_shards N > 1: news.mindrecord0 .. news.mindrecord{N-1}
 (+ .db index files for MindRecord). Each sentence is masked with np.random.default_rng([seed, line index]) (line
 index counted over all input files), so the output is the same for any --processes.
@@ -18,15 +19,19 @@ import time
 
 from tqdm import tqdm
 
-from src.dictionary import Dictionary
+from src.builders import build_monolingual_records, filter_sentences, format_counts, read_text_lines
+from src.cli_args import add_record_set_arguments
+from src.dictionary import Dictionary, build_vocabulary
 from src.errors import UserError, require_folder, run_cli
 from src.masking import LANGUAGE_MODELS
-from src.records import FORMATS, build_monolingual_records, filter_sentences, format_counts, read_text_lines
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--src_folder", required=True, help="folder of BPE'd monolingual text files")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--input_files", nargs="+", metavar="FILE",
+                        help="BPE'd monolingual text files, read in this order")
+    inputs.add_argument("--src_folder", help="folder of BPE'd monolingual text files (see --suffix)")
     vocab = parser.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--existed_vocab", help="vocabulary file (Dictionary.persistence format)")
     vocab.add_argument("--dict_folder", help="build the vocabulary from the data and save it as DIR/vocab.txt")
@@ -35,12 +40,12 @@ def parse_args(argv=None):
     parser.add_argument("--language_model", choices=LANGUAGE_MODELS, default="mass")
     parser.add_argument("--max_len", type=int, default=64, help="most ids per sentence, </s> included")
     parser.add_argument("--min_len", type=int, default=1, help="fewest tokens per sentence, </s> excluded")
-    parser.add_argument("--suffix", default="", help="read only files whose names end with this")
+    parser.add_argument("--suffix", help="with --src_folder: read only files whose names end with this")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1)
+    add_record_set_arguments(parser)
     args = parser.parse_args(argv)
+    if args.suffix is not None and not args.src_folder:
+        parser.error("--suffix goes with --src_folder")
     if not 0.0 < args.mask_ratio <= 1.0:
         parser.error("--mask_ratio must be in (0, 1]")
     if args.min_len < 1 or args.max_len < args.min_len + 1:
@@ -50,7 +55,8 @@ def parse_args(argv=None):
     return args
 
 
-def input_files(src_folder, suffix):
+def folder_files(src_folder, suffix=""):
+    """The files of src_folder whose names end with suffix, sorted by name (hidden files left out)."""
     require_folder(src_folder, "source folder")
     names = sorted(name for name in os.listdir(src_folder)
                    if name.endswith(suffix) and not name.startswith(".")
@@ -60,25 +66,28 @@ def input_files(src_folder, suffix):
     return [os.path.join(src_folder, name) for name in names]
 
 
-def build_vocabulary(items):
-    counter = collections.Counter()
+def sentence_token_counts(items):
+    """Token counts of the kept (line index, line) sentences: the vocabulary covers what the records hold."""
+    counts = collections.Counter()
     for _, line in items:
-        counter.update(line.split())
-    return Dictionary.from_counter(counter).pad_to_multiple(8)
+        counts.update(line.split())
+    return counts
 
 
 def main(args):
     started = time.time()
     vocab = Dictionary.load_from_persisted_dict(args.existed_vocab) if args.existed_vocab else None
+    sources = args.input_files or folder_files(args.src_folder, args.suffix or "")
     lines = []
-    for path in input_files(args.src_folder, args.suffix):
+    for path in sources:
         lines.extend(read_text_lines(path, "corpus file"))
     items, counts = filter_sentences(lines, min_len=args.min_len, max_len=args.max_len)
     del lines
     if not items:
-        raise UserError(f"no sentence in {args.src_folder} has between {args.min_len} and {args.max_len - 1} tokens")
+        raise UserError(f"no sentence in {args.src_folder or ' '.join(sources)} has between {args.min_len} and "
+                        f"{args.max_len - 1} tokens")
     if vocab is None:
-        vocab = build_vocabulary(items)
+        vocab = build_vocabulary(sentence_token_counts(items), pad_to_multiple=8)
     output = os.path.join(args.output_folder, f"news.{args.format}")
     with tqdm(total=len(items), desc="news records", unit="sent", file=sys.stderr, disable=None) as progress:
         paths, unknown = build_monolingual_records(items, vocab, path=output, language_model=args.language_model,

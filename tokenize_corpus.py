@@ -4,14 +4,14 @@
         --tokenizer nltk --pool_size 2
 
 Writes OUTPUT_FOLDER/<same file name>, one output line per input line (parallel files stay aligned),
-tokens joined by single spaces. Line policies (see src/text.py): CRLF/CR ends stripped, invalid UTF-8
+tokens joined by single spaces. Line policies (see src/tokenization.py): CRLF/CR ends stripped, invalid UTF-8
 bytes -> U+FFFD, lines over --max_chars characters -> empty line, blank lines -> empty line; each case is
 counted in the closing summary line. Outputs are written atomically: all of them or none.
 """
 import argparse
 
 from src.errors import run_cli
-from src.text import TOKENIZERS, format_stats, tokenize_files
+from src.tokenization import TOKENIZERS, format_stats, tokenize_files
 
 
 def parse_args(argv=None):

@@ -9,9 +9,8 @@ SIGTERM (or --max_updates) stops at the next update with a checkpoint and exit s
 """
 import argparse
 import os
-import sys
 
-from src.errors import UserError, run_cli
+from src.errors import run_cli
 
 
 def parse_args(argv=None):
@@ -46,10 +45,9 @@ def vocabulary_checksum(path, vocab_size):
     """Checksum of the vocabulary file ('' without one); a one-line error if it cannot fit the model."""
     if not path:
         return ""
-    from src.dictionary import Dictionary
+    from src.dictionary import Dictionary, check_vocabulary_fits
     vocab = Dictionary.load_from_persisted_dict(path)
-    if len(vocab) > vocab_size:
-        raise UserError(f"vocabulary {path} has {len(vocab)} symbols but model_config.vocab_size is {vocab_size}")
+    check_vocabulary_fits(vocab, path, vocab_size)
     return vocab.checksum()
 
 
@@ -59,12 +57,17 @@ def main(args):
     from config.config import load_config
     config = load_config(args.config, args.set)
     checksum = vocabulary_checksum(args.vocab or config.dataset_config.vocab, config.model_config.vocab_size)
-    from src import trainer
-    trainer.setup_device(args.device_target, args.device_id, args.threads)
-    rank, world = trainer.init_data_parallel()
-    summary = trainer.train_and_evaluate(config, args.output, resume=args.resume, device_target=args.device_target, rank=rank,
-                               world=world, vocab_checksum=checksum, log_every=args.log_every,
-                               max_updates=args.max_updates, progress=sys.stderr.isatty())
+    from src.device import init_data_parallel, setup_device
+    from src.trainer import train_and_evaluate
+    setup_device(args.device_target, args.device_id, args.threads)
+    if config.model_config.save_graphs:
+        from src.device import save_graphs
+        save_graphs(os.path.join(args.output, "graphs"))
+    rank, world = init_data_parallel()
+    # progress: a bar on a terminal, a plain line every 30 s in a log (src/progress.py); rank 0 only.
+    summary = train_and_evaluate(config, args.output, resume=args.resume, device_target=args.device_target, rank=rank,
+                                 world=world, vocab_checksum=checksum, log_every=args.log_every,
+                                 max_updates=args.max_updates, progress=True)
     if not summary["stopped"]:
         # Every rank prints this into its own log (msrun: worker_N.log), so drift between ranks is visible.
         print(f"rank {rank}/{world}: final parameters sha256 {summary['parameters_sha256']}", flush=True)

@@ -1,6 +1,7 @@
 """Averages the model weights of several checkpoints (optimizer state and metadata are left out).
 
     python weights_average.py --input_files a.ckpt,b.ckpt --output_file averaged.npz
+    python weights_average.py --input_files runs/x/checkpoints/*.ckpt --output_file averaged.npz
     python weights_average.py --input_folder runs/x/checkpoints [--last 5] --output_file averaged.ckpt
 
 --input_folder takes the training checkpoints listed in the folder's latest.json (oldest first), or every
@@ -14,7 +15,8 @@ from src.errors import UserError, require_folder, run_cli
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input_files", default="", help="comma-separated .ckpt/.npz files")
+    parser.add_argument("--input_files", nargs="+", default=[],
+                        help=".ckpt/.npz files, space- or comma-separated (a shell glob works)")
     parser.add_argument("--input_folder", default="", help="folder of checkpoints (see above)")
     parser.add_argument("--last", type=int, default=0, metavar="N",
                         help="with --input_folder: only the newest N checkpoints")
@@ -80,7 +82,7 @@ def _average(paths):
 def main(args):
     from src.checkpoint import write_checkpoint
     if args.input_files:
-        paths = [path.strip() for path in args.input_files.split(",") if path.strip()]
+        paths = [path.strip() for item in args.input_files for path in item.split(",") if path.strip()]
     else:
         paths = folder_checkpoints(args.input_folder, args.last)
     if not args.output_file.endswith((".npz", ".ckpt")):

@@ -1,4 +1,4 @@
-"""BPE apply speed: this repository's BpeApplier against `subword-nmt apply-bpe`, same input, same processes.
+"""BPE apply speed: this repository's apply_bpe_file (src/bpe.py) against `subword-nmt apply-bpe`, same input.
 
     python bench/bpe_speed.py [--processes 1] [--merges 10000] [--repeat 1]
 
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "news", "news.en.txt")
 sys.path.insert(0, REPO)
 
-OURS = ("import sys; from src.text import load_bpe_codes, apply_bpe_file; "
+OURS = ("import sys; from src.bpe import load_bpe_codes, apply_bpe_file; "
         "apply_bpe_file(load_bpe_codes(sys.argv[1]), sys.argv[2], sys.argv[3], processes=int(sys.argv[4]))")
 
 
@@ -48,7 +48,7 @@ def timed(command, quiet=False):
 
 def prepare(args):
     """Tokenized copy of the data and its codes file, made once per data version and kept in the cache."""
-    from src.text import tokenize_files
+    from src.tokenization import tokenize_files
     stat = os.stat(args.data)
     key = f"{os.path.basename(args.data)}.{stat.st_size}.{int(stat.st_mtime)}"
     tokenized_dir = os.path.join(args.cache_dir, key + ".tok")

@@ -31,8 +31,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def run_builder(source_folder, output_folder, processes, fmt):
-    command = [sys.executable, os.path.join(REPO, "news_crawl.py"), "--src_folder", source_folder,
+def run_builder(source_file, output_folder, processes, fmt):
+    command = [sys.executable, os.path.join(REPO, "news_crawl.py"), "--input_files", source_file,
                "--dict_folder", output_folder, "--output_folder", output_folder, "--processes", str(processes),
                "--num_shards", "2", "--format", fmt, "--max_len", "64", "--seed", "1"]
     started = time.perf_counter()
@@ -49,16 +49,14 @@ def main(args):
         print(f"skipped: news sentences not found at {args.news}")
         return 0
     with tempfile.TemporaryDirectory(prefix="datagen_bench_") as work:
-        source = os.path.join(work, "src")
-        os.makedirs(source)
+        source = os.path.abspath(args.news)  # the builder runs with the repository as its working folder
         if args.max_sentences:
-            with open(args.news, encoding="utf-8") as full, open(os.path.join(source, "news.txt"), "w") as part:
+            source = os.path.join(work, "news.txt")
+            with open(args.news, encoding="utf-8") as full, open(source, "w", encoding="utf-8") as part:
                 for number, line in enumerate(full):
                     if number >= args.max_sentences:
                         break
                     part.write(line)
-        else:
-            os.symlink(os.path.abspath(args.news), os.path.join(source, "news.txt"))
         timings = {}
         for processes in (1, 2):
             output = os.path.join(work, f"out{processes}")

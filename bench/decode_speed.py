@@ -19,6 +19,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+# The uncached reference decoder lives beside the tests, which check the cached decoder against it.
+sys.path.insert(0, os.path.join(REPO, "tests"))
 DEFAULT_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "gigaword", "test.article.txt")
 
 
@@ -60,7 +62,8 @@ def main(args):
     import mindspore as ms
 
     from config.config import ModelConfig
-    from src.beam_search import BeamSearch, FullPrefixLogProbs, cached_decoder, python_loop_search
+    from reference_decoding import FullPrefixLogProbs, python_loop_search
+    from src.beam_search import BeamSearch, cached_decoder
     from src.model import Seq2SeqModel
 
     ms.set_device("CPU")

@@ -60,7 +60,7 @@ def matmul_peak(size=1024, repeats=20):
 
 
 def make_batch(rng, batch, source_len, target_len, vocab):
-    """NumPy arrays in trainer.BATCH_FIELDS order: source, decoder input, positions, target."""
+    """NumPy arrays in src.dataset.BATCH_FIELDS order: source, decoder input, positions, target."""
     source = rng.integers(5, vocab, size=(batch, source_len)).astype(np.int32)
     source[:, -1] = 2
     decoder_input = rng.integers(5, vocab, size=(batch, target_len)).astype(np.int32)
@@ -87,16 +87,18 @@ def parse_args(argv=None):
 
 def time_training(config, batch_arrays, steps):
     """(seconds of the compile + first update, median seconds per update) of the trainer's compiled update."""
-    from src import trainer
-    network = trainer.build_network(config, hide_masked_source=True)
-    batch = dict(zip(trainer.BATCH_FIELDS, batch_arrays))
-    tensors = trainer.to_tensors(batch)
+    from src.dataset import BATCH_FIELDS
+    from src.dropout import dropout_key
+    from src.train_step import build_network, to_tensors
+    network = build_network(config, hide_masked_source=True)
+    batch = dict(zip(BATCH_FIELDS, batch_arrays))
+    tensors = to_tensors(batch)
     tokens = float((batch["target_ids"] != 0).sum())
     scale = config.loss_scale_config.init_loss_scale
 
     def update(step):
         totals, finite, _ = network.train_step.update(tensors, scale / tokens, 1.0 / scale, 1e-4,
-                                                      trainer.dropout_key(1, 0, 0, step, 0), [0, 0, 0, 0])
+                                                      dropout_key(1, 0, 0, step, 0), [0, 0, 0, 0])
         return float(totals.asnumpy()[0])
 
     start = time.perf_counter()

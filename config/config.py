@@ -68,6 +68,11 @@ class ModelConfig:
     beam_width: int = 4
     length_penalty_weight: float = 1.0
     max_decode_length: int = 64
+    # MindSpore's save_graphs: the compiled graphs (IR files) of the run go to RUN/graphs.
+    save_graphs: bool = False
+    # The classic port read the encoder's padding mask from an `input_mask` record column. Here the attention masks
+    # are always derived from the ids (pad id 0), which is the same mask, so only true is meaningful.
+    input_mask_from_dataset: bool = True
     # Additions (README "Configuration"):
     num_decoder_layers: int = 0      # 0: same as num_hidden_layers
     pre_layernorm: bool = True       # False: post-LayerNorm (original Transformer)
@@ -99,6 +104,9 @@ class ModelConfig:
         _check(0 <= self.min_decode_length < self.max_decode_length, "model_config.min_decode_length",
                "must be >= 0 and below max_decode_length")
         _check(self.no_repeat_ngram_size >= 0, "model_config.no_repeat_ngram_size", "must be >= 0")
+        _check(self.input_mask_from_dataset, "model_config.input_mask_from_dataset",
+               "must be true: attention masks always come from the padding ids (false, attending to padding, "
+               "is not supported)")
         _check(self.max_position_embeddings >= self.seq_length, "model_config.max_position_embeddings",
                f"must be >= seq_length ({self.seq_length})")
         _check(self.max_position_embeddings >= self.max_decode_length, "model_config.max_position_embeddings",
@@ -301,6 +309,13 @@ def load_config(path, overrides=()):
             data = json.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path}: is a directory, expected a JSON file") from None
+    except PermissionError:
+        raise ConfigError(f"config {path}: permission denied") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config {path}: not a text file (invalid UTF-8 at byte {error.start}), "
+                          f"expected a JSON file") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
     return config_from_dict(apply_overrides(data, overrides))

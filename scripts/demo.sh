@@ -29,10 +29,9 @@ stage "3/8 apply BPE, build the vocabulary"
 vocab_size=$(wc -l < "$run/vocab/vocab.txt")
 
 stage "4/8 MASS pre-training records (news sentences + headline articles, mask ratio 0.5)"
-mkdir -p "$run/text/mono"
-cat "$run/text/bpe/news.txt" "$run/text/bpe/train.article.txt" > "$run/text/mono/mono.txt"
-"$python" news_crawl.py --src_folder "$run/text/mono" --existed_vocab "$run/vocab/vocab.txt" \
-  --output_folder "$run/data/pretrain" --mask_ratio 0.5 --max_len 64 --suffix .txt --processes 2
+"$python" news_crawl.py --input_files "$run/text/bpe/news.txt" "$run/text/bpe/train.article.txt" \
+  --existed_vocab "$run/vocab/vocab.txt" --output_folder "$run/data/pretrain" --mask_ratio 0.5 --max_len 64 \
+  --processes 2
 
 stage "5/8 fine-tuning records (article -> headline)"
 b="$run/text/bpe"

@@ -23,7 +23,8 @@ USAGE
   return 0
 }
 
-fail() { echo "error: $1" >&2; usage >&2; exit 2; }
+# The usage first, the error last: the last line of stderr names the problem.
+fail() { usage >&2; echo "error: $1" >&2; exit 2; }
 
 task="" device_num=1 device_id=0 config="" output="" vocab="" metric=rouge detach=0 hccl_json=""
 while [ $# -gt 0 ]; do
@@ -83,6 +84,8 @@ else
   full=("$python" "${command[@]}" --device_id "$device_id")
 fi
 
+# The log exists before the job starts, so `tail` below can never miss its first lines.
+: > "$run_folder/logs/console.log"
 echo "run folder: $run_folder"
 echo "command: ${full[*]}" | tee "$run_folder/logs/command.txt"
 # setsid: the job gets its own process group, so stop_training.sh can signal every rank at once.
@@ -98,5 +101,10 @@ trap 'kill -TERM -- -"$job" 2>/dev/null || true' INT TERM
 tail -n +1 --pid="$job" -f "$run_folder/logs/console.log" || true
 status=0; wait "$job" || status=$?
 rm -f "$run_folder/pid"
-[ "$status" = 0 ] || echo "error: the job failed (exit status $status); logs: $run_folder/logs/" >&2
+if [ "$status" != 0 ]; then
+  # The job's own one-line error (train.py / eval.py, or a rank's under msrun) is what the user needs to read.
+  reason=$(grep -h '^error:' "$run_folder/logs/console.log" "$run_folder"/logs/worker_*.log 2>/dev/null | tail -n 1 || true)
+  reason=${reason#error: }
+  echo "error: ${reason:-the job failed} (exit status $status; logs: $run_folder/logs/)" >&2
+fi
 exit "$status"

@@ -17,6 +17,8 @@ fail() { echo "error: $*" >&2; exit 2; }
 merges=$1; codes=$2; shift 2
 [[ "$merges" =~ ^[1-9][0-9]*$ ]] || fail "MERGES must be a positive integer, got '$merges'"
 [ "$codes" = "-" ] && codes="$repo/vocab/all.bpe.codes"
+# The output is checked before any work: a folder there would swallow the codes as a hidden file.
+[ ! -d "$codes" ] || fail "OUTPUT_CODES $codes is a directory; expected the path of a codes file"
 
 inputs=()
 for input in "$@"; do
@@ -40,13 +42,14 @@ grep -qm1 '[^[:space:]]' "${inputs[@]}" || fail "no words in ${inputs[*]} (empty
 python=${PYTHON:-$repo/.venv/bin/python}
 [ -x "$python" ] || command -v "$python" >/dev/null 2>&1 || fail "python not found: $python (run 'make venv' or set PYTHON)"
 
-mkdir -p "$(dirname "$codes")"
-tmp=$(mktemp "$(dirname "$codes")/.$(basename "$codes").XXXXXX")
+mkdir -p "$(dirname "$codes")" 2>/dev/null || fail "cannot create the folder of OUTPUT_CODES $codes"
+[ -w "$(dirname "$codes")" ] || fail "cannot write OUTPUT_CODES $codes: folder $(dirname "$codes") is not writable"
+tmp=$(mktemp "$(dirname "$codes")/.$(basename "$codes").XXXXXX") || fail "cannot write OUTPUT_CODES $codes"
 trap 'rm -f "$tmp"' EXIT
 SECONDS=0
 cat "${inputs[@]}" | "$python" -m subword_nmt.learn_bpe --symbols "$merges" --output "$tmp"
 learned=$(($(wc -l < "$tmp") - 1))
 [ "$learned" -ge 1 ] || fail "no merges learned from ${inputs[*]} (is the text empty?)"
-mv "$tmp" "$codes"
+mv -T "$tmp" "$codes"
 trap - EXIT
 echo "learned $learned merges (asked $merges) from ${#inputs[@]} files in ${SECONDS}s -> $codes"

@@ -3,20 +3,19 @@
 The search logic (`BeamSearch`) only sees log-probabilities; the model enters as a step cell with three methods:
 `start(inputs)` -> model state for B*k hypotheses, `construct(token_ids [B*k], step, state)` -> (log_probs
 [B*k, vocab], state), `reorder(state, rows)` -> state with hypotheses re-ordered after the beam moved.
-`CachedModelStep` is the Transformer with its key/value caches; `TableStep` returns hand-specified
-probabilities (for tests). `BeamSearchDecoder` runs the whole search - a `while` loop - inside one graph (also
-what export.py writes to MINDIR); `SteppedBeamSearchDecoder` is the same with a Python loop over one compiled
-step (as fast on CPU, within noise). `reference_beam_search` drives the same `BeamSearch` from Python and
-recomputes the full decoder prefix every step (no cache): the baseline for tests and bench/decode_speed.py.
+`CachedModelStep` is the Transformer with its key/value caches. `BeamSearchDecoder` runs the whole search - a
+`while` loop - inside one graph (also what export.py writes to MINDIR). The uncached reference decoder and the
+table-driven step cell the tests and bench/decode_speed.py compare against live in tests/reference_decoding.py.
 
-Search state (all shapes fixed; B sentences, k = beam_width, L = max_decode_length):
-    step            int32 []         tokens generated so far
-    live_tokens     int32 [B, k]     last token of each live hypothesis (the next decoder input; <s> at first)
-    live_seqs       int32 [B, k, L]  generated tokens, 0 (pad) beyond `step`
-    live_scores     f32   [B, k]     cumulative log-probability; NEG_INF marks an empty slot
-    finished_seqs   int32 [B, k, L]  hypotheses that emitted </s>, kept apart so they use no live slot
-    finished_scores f32   [B, k]     length-normalised scores, best first; NEG_INF marks an empty slot
-    done            bool  [B]        the sentence's search is over
+Search state: a tuple of tensors, its fields read with the index constants below, e.g. `state[DONE]` (all
+shapes fixed; B sentences, k = beam_width, L = max_decode_length):
+    STEP            int32 []         tokens generated so far
+    LIVE_TOKENS     int32 [B, k]     last token of each live hypothesis (the next decoder input; <s> at first)
+    LIVE_SEQS       int32 [B, k, L]  generated tokens, 0 (pad) beyond `step`
+    LIVE_SCORES     f32   [B, k]     cumulative log-probability; IMPOSSIBLE_SCORE marks an empty slot
+    FINISHED_SEQS   int32 [B, k, L]  hypotheses that emitted </s>, kept apart so they use no live slot
+    FINISHED_SCORES f32   [B, k]     length-normalised scores, best first; IMPOSSIBLE_SCORE marks an empty slot
+    DONE            bool  [B]        the sentence's search is over
 
 Conventions: a hypothesis's length counts its generated tokens including </s> (not <s>); its score is
 log P / ((5 + length) / 6) ** length_penalty_weight (GNMT). Outputs hold at most L tokens including </s>.
@@ -27,8 +26,6 @@ Without it (flax's rule) every </s> candidate among the top 2k competes for the 
 is done only when no live hypothesis can still beat the worst stored one. A sentence that finished nothing by
 step L returns its live hypotheses, scored as if their length were L.
 """
-import weakref
-
 import numpy as np
 
 import mindspore as ms
@@ -36,10 +33,17 @@ from mindspore import nn, ops
 
 from src.dictionary import BOS_ID, EOS_ID, PAD_ID
 
-# Finite, so that sums and differences of masked scores never produce NaN; far below any real log-probability.
-NEG_INF = -1.0e9
+# The score of an empty beam slot, and the log-probability added to a forbidden token. Finite, so that sums and
+# differences of such scores never produce NaN; far below any real cumulative log-probability, however many steps
+# it sums (the model's -1e4 attention-mask bias would not be: a long, unlikely hypothesis can fall below -5e3).
+IMPOSSIBLE_SCORE = -1.0e9
 # A candidate scoring below this descends from an empty slot or a forbidden token: never a real hypothesis.
-VALID_SCORE = NEG_INF / 2
+REAL_SCORE_FLOOR = IMPOSSIBLE_SCORE / 2
+
+# Fields of the search state tuple, in order. A plain tuple with index constants, not a NamedTuple: MindSpore 2.10
+# builds a NamedTuple inside a graph through its Python fallback (strict syntax mode rejects it), and a `while`
+# loop carrying one beside the model state's plain tuple, or iterating over a tuple held in one, failed to compile.
+STEP, LIVE_TOKENS, LIVE_SEQS, LIVE_SCORES, FINISHED_SEQS, FINISHED_SCORES, DONE = range(7)
 
 
 def length_penalty(length, alpha):
@@ -104,29 +108,28 @@ class BeamSearch(nn.Cell):
         # its cumulative log-prob divided by the largest penalty (alpha >= 0).
         self.max_penalty = float(length_penalty(max_decode_length, self.alpha))
         never = np.zeros(vocab_size, np.float32)
-        never[[PAD_ID, BOS_ID]] = NEG_INF
-        never[num_symbols or vocab_size:] = NEG_INF
+        never[[PAD_ID, BOS_ID]] = IMPOSSIBLE_SCORE
+        never[num_symbols or vocab_size:] = IMPOSSIBLE_SCORE
         self.never_generated = ms.Tensor(never)
         eos_only = np.zeros(vocab_size, np.float32)
-        eos_only[EOS_ID] = NEG_INF
+        eos_only[EOS_ID] = IMPOSSIBLE_SCORE
         self.eos_forbidden = ms.Tensor(eos_only)
 
     def init_state(self, batch_size):
         k, length = self.beam_width, self.max_decode_length
+        step = ms.Tensor(0, ms.int32)
+        live_tokens = ops.full((batch_size, k), BOS_ID, dtype=ms.int32)
+        live_seqs = ops.zeros((batch_size, k, length), ms.int32)
         # Only beam 0 is live at the start: the others would duplicate it.
         first_beam = (ops.arange(k, dtype=ms.int32) == 0).astype(ms.float32)
-        live_scores = ops.broadcast_to(((1.0 - first_beam) * NEG_INF).reshape(1, k), (batch_size, k))
-        return (ms.Tensor(0, ms.int32),
-                ops.full((batch_size, k), BOS_ID, dtype=ms.int32),
-                ops.zeros((batch_size, k, length), ms.int32),
-                live_scores,
-                ops.zeros((batch_size, k, length), ms.int32),
-                ops.full((batch_size, k), NEG_INF, dtype=ms.float32),
-                ops.zeros((batch_size,), ms.bool_))
+        live_scores = ops.broadcast_to(((1.0 - first_beam) * IMPOSSIBLE_SCORE).reshape(1, k), (batch_size, k))
+        finished_seqs = ops.zeros((batch_size, k, length), ms.int32)
+        finished_scores = ops.full((batch_size, k), IMPOSSIBLE_SCORE, dtype=ms.float32)
+        done = ops.zeros((batch_size,), ms.bool_)
+        return step, live_tokens, live_seqs, live_scores, finished_seqs, finished_scores, done
 
     def is_running(self, state):
-        step, done = state[0], state[6]
-        return ops.logical_and(step < self.max_decode_length, ops.logical_not(done.all()))
+        return ops.logical_and(state[STEP] < self.max_decode_length, ops.logical_not(state[DONE].all()))
 
     def update(self, state, log_probs):
         """One search step from the live hypotheses' next-token log-probs [B*k, vocab].
@@ -142,7 +145,7 @@ class BeamSearch(nn.Cell):
         log_probs = log_probs + self.eos_forbidden * eos_blocked
         if self.no_repeat_ngram_size > 0:
             banned = self.repeated_ngram_tokens(flatten_beam_dim(live_seqs), step)
-            log_probs = log_probs + banned.astype(ms.float32) * NEG_INF
+            log_probs = log_probs + banned.astype(ms.float32) * IMPOSSIBLE_SCORE
 
         # The 2k best continuations: even if k of them end with </s>, k remain to stay live.
         candidates = (live_scores.reshape(batch_size, k, 1) + log_probs.reshape(batch_size, k, vocab))
@@ -155,7 +158,7 @@ class BeamSearch(nn.Cell):
         ends = tokens == EOS_ID
 
         # Live: the k best candidates that did not end.
-        live_keys = ops.where(ends, ms.Tensor(NEG_INF, ms.float32), top_scores)
+        live_keys = ops.where(ends, ms.Tensor(IMPOSSIBLE_SCORE, ms.float32), top_scores)
         new_live_scores, live_pick = ops.topk(live_keys, k)                       # [B, k] over the 2k
         live_pick = live_pick.astype(ms.int32)
         new_live_tokens = ops.gather_elements(tokens, 1, live_pick)
@@ -163,24 +166,24 @@ class BeamSearch(nn.Cell):
         rows = flat_beam_rows(ops.gather_elements(origin, 1, live_pick), k)
 
         # Finished: candidates that ended join the store, which keeps its k best normalised scores.
-        new_finished = ops.logical_and(ends, top_scores > VALID_SCORE)
+        new_finished = ops.logical_and(ends, top_scores > REAL_SCORE_FLOOR)
         new_finished = ops.logical_and(new_finished, ops.logical_not(done).reshape(batch_size, 1))
         if self.early_stopping:
             in_top_k = (ops.arange(2 * k, dtype=ms.int32) < k).reshape(1, 2 * k)
             new_finished = ops.logical_and(new_finished, in_top_k)
         penalty = length_penalty((step + 1).astype(ms.float32), self.alpha)
-        new_finished_scores = ops.where(new_finished, top_scores / penalty, ms.Tensor(NEG_INF, ms.float32))
+        new_finished_scores = ops.where(new_finished, top_scores / penalty, ms.Tensor(IMPOSSIBLE_SCORE, ms.float32))
         pool_scores = ops.concat((finished_scores, new_finished_scores), 1)      # [B, 3k]
         pool_seqs = ops.concat((finished_seqs, top_seqs), 1)
         kept_scores, kept = ops.topk(pool_scores, k)
         kept_seqs = gather_beams(pool_seqs, kept.astype(ms.int32))
 
         if self.early_stopping:
-            finished_now = (kept_scores > VALID_SCORE).all(1)
+            finished_now = (kept_scores > REAL_SCORE_FLOOR).all(1)
         else:
             best_live_bound = new_live_scores[:, 0] / self.max_penalty
-            worst_finished = ops.where(kept_scores[:, k - 1] > VALID_SCORE, kept_scores[:, k - 1],
-                                       ms.Tensor(NEG_INF, ms.float32))
+            worst_finished = ops.where(kept_scores[:, k - 1] > REAL_SCORE_FLOOR, kept_scores[:, k - 1],
+                                       ms.Tensor(IMPOSSIBLE_SCORE, ms.float32))
             finished_now = worst_finished > best_live_bound
         new_done = ops.logical_or(done, finished_now)
         new_state = (step + 1, new_live_tokens, new_live_seqs, new_live_scores, kept_seqs, kept_scores, new_done)
@@ -208,8 +211,9 @@ class BeamSearch(nn.Cell):
 
     def finalize(self, state):
         """-> (sequences int32 [B, k, L], scores f32 [B, k]), best first; tokens after </s> are 0 (pad)."""
-        live_seqs, live_scores, finished_seqs, finished_scores = state[2], state[3], state[4], state[5]
-        any_finished = (finished_scores[:, 0] > VALID_SCORE).reshape(-1, 1)
+        live_seqs, live_scores = state[LIVE_SEQS], state[LIVE_SCORES]
+        finished_seqs, finished_scores = state[FINISHED_SEQS], state[FINISHED_SCORES]
+        any_finished = (finished_scores[:, 0] > REAL_SCORE_FLOOR).reshape(-1, 1)
         fallback_scores = live_scores / self.max_penalty
         scores = ops.where(any_finished, finished_scores, fallback_scores)
         seqs = ops.where(any_finished.reshape(-1, 1, 1), finished_seqs, live_seqs)
@@ -221,9 +225,10 @@ class CachedModelStep(nn.Cell):
     per step with a fixed-shape self-attention key/value cache.
 
     Each step is `Seq2SeqModel.decode_step` (one cache tensor per layer, the new position written with a select);
-    this cell adds the beam dimension and the flat state tuple the search loop carries.
-    State: (cross_bias, self keys x layers, self values x layers, cross keys x layers, cross values x layers),
-    self keys/values [B*k, h, L, dh], cross keys/values [B*k, h, S, dh]."""
+    this cell adds the beam dimension. State: one flat tuple, (cross_bias,) + self_keys + self_values + cross_keys
+    + cross_values, each of the four a tuple with one tensor per decoder layer: self keys/values [B*k, h, L, dh],
+    cross keys/values [B*k, h, S, dh]; cross_bias [B*k, 1, 1, S]. `split_state` names its parts. (Flat, because
+    a `while` loop carrying the nested tuple ran in-process but failed to compile in ms.export, MindSpore 2.10.)"""
 
     def __init__(self, model, beam_width, max_decode_length):
         super().__init__()
@@ -231,6 +236,12 @@ class CachedModelStep(nn.Cell):
         self.beam_width = beam_width
         self.max_decode_length = max_decode_length
         self.num_layers = len(model.decoder.layers)
+
+    def split_state(self, state):
+        """The flat state -> (cross_bias, self_keys, self_values, cross_keys, cross_values)."""
+        layers = self.num_layers
+        return (state[0], state[1:1 + layers], state[1 + layers:1 + 2 * layers], state[1 + 2 * layers:1 + 3 * layers],
+                state[1 + 3 * layers:])
 
     def start(self, source_ids):
         encoded, cross_bias = self.model.encode(source_ids)
@@ -244,45 +255,18 @@ class CachedModelStep(nn.Cell):
         return (repeat_beams(cross_bias, self.beam_width, 0),) + self_keys + self_keys + cross_keys + cross_values
 
     def construct(self, token_ids, step, state):
-        layers = self.num_layers
-        cross_bias = state[0]
-        log_probs, new_keys, new_values = self.model.decode_step(
-            token_ids, step, state[1:1 + layers], state[1 + layers:1 + 2 * layers],
-            state[1 + 2 * layers:1 + 3 * layers], state[1 + 3 * layers:], cross_bias)
-        return log_probs, (cross_bias,) + new_keys + new_values + state[1 + 2 * layers:]
+        cross_bias, self_keys, self_values, cross_keys, cross_values = self.split_state(state)
+        log_probs, self_keys, self_values = self.model.decode_step(token_ids, step, self_keys, self_values,
+                                                                   cross_keys, cross_values, cross_bias)
+        return log_probs, (cross_bias,) + self_keys + self_values + cross_keys + cross_values
 
     def reorder(self, state, rows):
         # Beams only move within their sentence, so the cross-attention tensors (the same for all of a
         # sentence's beams) need no re-ordering.
-        end = 1 + 2 * self.num_layers
-        return (state[0],) + tuple(ops.gather(cache, rows, 0) for cache in state[1:end]) + state[end:]
-
-
-class TableStep(nn.Cell):
-    """Hand-specified probabilities: log_probs[b, t, previous token] is sentence b's next-token distribution
-    at step t ([B, L, vocab, vocab]); `start` takes any [B, ...] tensor (only its batch size is used)."""
-
-    def __init__(self, log_prob_table, beam_width):
-        super().__init__()
-        table = np.asarray(log_prob_table, np.float32)
-        self.batch_size, self.steps, self.vocab_size, _ = table.shape
-        self.table = ms.Tensor(table.reshape(-1, self.vocab_size))
-        self.beam_width = beam_width
-
-    def start(self, inputs):
-        return (ops.zeros((inputs.shape[0] * self.beam_width,), ms.int32),)
-
-    def construct(self, token_ids, step, state):
-        sentence = ops.arange(token_ids.shape[0], dtype=ms.int32) // self.beam_width
-        rows = (sentence * self.steps + step) * self.vocab_size + token_ids
-        return ops.gather(self.table, rows, 0), state
-
-    def reorder(self, state, rows):
-        return state
-
-    def prefix_log_probs(self, prefix):
-        """For the reference driver: prefix [n, t+1] (from <s>) -> the table's row for the last token."""
-        return self.construct(prefix[:, -1], ms.Tensor(prefix.shape[1] - 1, ms.int32), ())[0]
+        cross_bias, self_keys, self_values, cross_keys, cross_values = self.split_state(state)
+        self_keys = tuple(ops.gather(cache, rows, 0) for cache in self_keys)
+        self_values = tuple(ops.gather(cache, rows, 0) for cache in self_values)
+        return (cross_bias,) + self_keys + self_values + cross_keys + cross_values
 
 
 class BeamSearchDecoder(nn.Cell):
@@ -300,7 +284,7 @@ class BeamSearchDecoder(nn.Cell):
         return self.search.init_state(inputs.shape[0]), self.step_cell.start(inputs)
 
     def step(self, state, model_state):
-        log_probs, model_state = self.step_cell(flatten_beam_dim(state[1]), state[0], model_state)
+        log_probs, model_state = self.step_cell(flatten_beam_dim(state[LIVE_TOKENS]), state[STEP], model_state)
         state, rows = self.search.update(state, log_probs)
         return state, self.step_cell.reorder(model_state, rows)
 
@@ -314,38 +298,6 @@ class BeamSearchDecoder(nn.Cell):
         return self.search.finalize(state)
 
 
-class _Compiled(nn.Cell):
-    """One method of a cell as a compiled graph of its own. (ms.jit applied directly to a bound method of a
-    Cell can make later graphs that call the same Cell resolve to that method.)"""
-
-    def __init__(self, owner, method):
-        super().__init__()
-        self.owner = owner
-        self.method = method
-
-    @ms.jit
-    def construct(self, *args):
-        return getattr(self.owner, self.method)(*args)
-
-
-class SteppedBeamSearchDecoder:
-    """The same search with a Python loop over one compiled step (the fallback where a graph `while` loop is
-    unavailable or slower); the state goes in as `ms.mutable` so the step compiles once, not once per step."""
-
-    def __init__(self, step_cell, search):
-        self.decoder = BeamSearchDecoder(step_cell, search)
-        self.search = search
-        self._start = _Compiled(self.decoder, "start")
-        self._step = _Compiled(self.decoder, "step")
-        self._finalize = _Compiled(search, "finalize")
-
-    def __call__(self, inputs):
-        state, model_state = self._start(inputs)
-        while bool(self.search.is_running(state).asnumpy()):
-            state, model_state = self._step(ms.mutable(state), ms.mutable(model_state))
-        return self._finalize(ms.mutable(state))
-
-
 def search_from_config(model_config, num_symbols=None, early_stopping=True):
     """A `BeamSearch` with the decode settings of a `ModelConfig`; num_symbols: the vocabulary's size."""
     return BeamSearch(model_config.beam_width, model_config.max_decode_length, model_config.vocab_size,
@@ -353,85 +305,11 @@ def search_from_config(model_config, num_symbols=None, early_stopping=True):
                       model_config.no_repeat_ngram_size, early_stopping, num_symbols)
 
 
-def cached_decoder(model, search, loop="graph"):
-    """The compiled decoder of `model` (set to inference mode) for `search`'s settings; loop "graph": one
-    graph with a `while` loop, "python": a Python loop over a compiled step."""
+def cached_decoder(model, search):
+    """The compiled decoder of `model` (set to inference mode) for `search`'s settings: one graph with a `while`
+    loop over cached steps."""
     model.set_train(False)
-    step_cell = CachedModelStep(model, search.beam_width, search.max_decode_length)
-    if loop == "graph":
-        return BeamSearchDecoder(step_cell, search)
-    if loop == "python":
-        return SteppedBeamSearchDecoder(step_cell, search)
-    raise ValueError(f"loop must be graph or python, got {loop!r}")
-
-
-def python_loop_search(search, batch_size, prefix_log_probs):
-    """Drives `search` from Python: `prefix_log_probs(prefix [B*k, t+1] int32 Tensor)` -> log-probs [B*k, vocab]
-    for the live hypotheses given their whole prefix (starting with <s>). Shares every search rule with
-    `BeamSearchDecoder`; only the model side differs (nothing is cached)."""
-    if search not in _SEARCH_STEPS:
-        _SEARCH_STEPS[search] = (_Compiled(search, "update"), _Compiled(search, "finalize"))
-    update, finalize = _SEARCH_STEPS[search]
-    state = search.init_state(batch_size)
-    bos = ops.full((batch_size * search.beam_width, 1), BOS_ID, dtype=ms.int32)
-    for step in range(search.max_decode_length):
-        if not bool(search.is_running(state).asnumpy()):
-            break
-        history = flatten_beam_dim(state[2])[:, :step]
-        prefix = ops.concat((bos, history), 1) if step else bos
-        state, _ = update(ms.mutable(state), prefix_log_probs(prefix))
-    return finalize(ms.mutable(state))
-
-
-# Compiled update/finalize graphs per search, reused across calls.
-_SEARCH_STEPS = weakref.WeakKeyDictionary()
-
-
-class PrefixDecoder(nn.Cell):
-    """Next-token log-probs of the last position, the decoder (the second half of `Seq2SeqModel.construct`,
-    cross-attention projections included) recomputing the whole prefix: [n, t+1] ids -> [n, vocab].
-    Compiled once with dynamic shapes, so every prefix length runs the same graph."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.set_inputs(ms.Tensor(shape=[None, None], dtype=ms.int32), ms.Tensor(shape=[None, None], dtype=ms.int32),
-                        ms.Tensor(shape=[None, None, None], dtype=ms.float32),
-                        ms.Tensor(shape=[None, 1, 1, None], dtype=ms.float32))
-
-    @ms.jit
-    def construct(self, prefix, positions, encoded, cross_bias):
-        logits = self.model.decode(prefix, positions, encoded, cross_bias)
-        return ops.log_softmax(logits[:, -1, :], -1)
-
-
-# One compiled prefix decoder per model, reused by every reference search on it.
-_PREFIX_DECODERS = weakref.WeakKeyDictionary()
-
-
-class FullPrefixLogProbs:
-    """Uncached next-token log-probs: the encoder runs once per batch, then every step the decoder recomputes
-    the whole prefix."""
-
-    def __init__(self, model, source_ids, beam_width):
-        model.set_train(False)
-        if model not in _PREFIX_DECODERS:
-            _PREFIX_DECODERS[model] = PrefixDecoder(model)
-        self.last_log_probs = _PREFIX_DECODERS[model]
-        encoded, cross_bias = model.encode(source_ids)
-        self.encoded = repeat_beams(encoded, beam_width, 0)
-        self.cross_bias = repeat_beams(cross_bias, beam_width, 0)
-
-    def __call__(self, prefix):
-        rows, length = prefix.shape
-        positions = ops.broadcast_to(ops.arange(length, dtype=ms.int32).reshape(1, length), (rows, length))
-        return self.last_log_probs(prefix, positions, self.encoded, self.cross_bias)
-
-
-def reference_beam_search(model, source_ids, search):
-    """Uncached decoding with the same search rules: -> (sequences [B, k, L], scores [B, k])."""
-    return python_loop_search(search, source_ids.shape[0], FullPrefixLogProbs(model, source_ids,
-                                                                              search.beam_width))
+    return BeamSearchDecoder(CachedModelStep(model, search.beam_width, search.max_decode_length), search)
 
 
 def best_hypotheses(sequences, scores=None):

@@ -29,7 +29,7 @@ POINTER_NAME = "latest.json"
 def model_parameters(model):
     """[(name relative to the model, Parameter)] of the trainable parameters, in model order.
 
-    Non-trainable parameters (e.g. the dropout key of src.trainer) are run state, not weights.
+    Non-trainable parameters (e.g. the dropout key of src.dropout) are run state, not weights.
     """
     return [(name, param) for name, param in model.parameters_and_names() if param.requires_grad]
 

@@ -64,11 +64,9 @@ def padded_length(length, boundaries):
 
 
 def epoch_examples(examples, dynamic, seed, epoch):
-    """The examples of one epoch: re-masked when `dynamic` is given, else the stored ones."""
+    """The examples of one epoch: re-masked by `dynamic` (a DynamicMasking) when given, else the stored ones."""
     if dynamic is None:
         return examples
-    if isinstance(dynamic, dict):
-        dynamic = DynamicMasking(**dynamic)
     return [dynamic.redraw(example, np.random.default_rng([seed, epoch, index]))
             for index, example in enumerate(examples)]
 

@@ -1,7 +1,5 @@
 """Vocabulary with fixed special ids, persisted as plain text (one `symbol count` line per id)."""
-import collections
 import hashlib
-import os
 
 import numpy as np
 
@@ -78,14 +76,9 @@ class Dictionary:
             out.append(self.symbols[i])
         return " ".join(out)
 
-    def shrink(self, threshold=50):
-        """A new Dictionary keeping the non-special symbols seen at least `threshold` times."""
-        kept = [(s, c) for s, c in zip(self.symbols[len(SPECIAL_SYMBOLS):], self.counts[len(SPECIAL_SYMBOLS):])
-                if c >= threshold and not s.startswith("madeupword")]
-        return Dictionary([s for s, _ in kept], [c for _, c in kept])
-
     def pad_to_multiple(self, multiple=8):
-        """Appends filler symbols until len(self) is a multiple of `multiple` (hardware tiling)."""
+        """Appends filler symbols until len(self) is a multiple of `multiple` (hardware tiling); a filler name
+        the vocabulary already holds is skipped."""
         filler = 0
         while len(self) % multiple:
             self.add_symbol(FILLER_FORMAT.format(filler), 0)
@@ -98,17 +91,6 @@ class Dictionary:
         items = sorted(((s, c) for s, c in counter.items() if s not in SPECIAL_SYMBOLS),
                        key=lambda item: (-item[1], item[0]))
         return cls([s for s, _ in items], [c for _, c in items])
-
-    @classmethod
-    def load_from_text(cls, filepaths):
-        """Builds a Dictionary from files of `word frequency` lines (e.g. subword-nmt get-vocab output)."""
-        if isinstance(filepaths, (str, os.PathLike)):
-            filepaths = [filepaths]
-        counter = collections.Counter()
-        for path in filepaths:
-            for line_number, fields in _read_count_lines(path):
-                counter[fields[0]] += fields[1]
-        return cls.from_counter(counter)
 
     @classmethod
     def load_from_persisted_dict(cls, filepath):
@@ -137,6 +119,24 @@ class Dictionary:
     def checksum(self):
         """A short digest of the symbols, stored in checkpoints to catch vocabulary mix-ups."""
         return hashlib.sha256("\n".join(self.symbols).encode("utf-8")).hexdigest()[:16]
+
+
+def build_vocabulary(counts, threshold=0, pad_to_multiple=8):
+    """The vocabulary of a corpus from its {symbol: count}: the special symbols, every symbol seen at least
+    `threshold` times (most frequent first, ties by symbol), then fillers up to a multiple of `pad_to_multiple`.
+    apply_bpe_encoding.py and news_crawl.py --dict_folder both build theirs here."""
+    if threshold < 0 or pad_to_multiple < 1:
+        raise UserError(f"vocabulary needs threshold >= 0 and pad_to_multiple >= 1, got {threshold} and "
+                        f"{pad_to_multiple}")
+    kept = {symbol: count for symbol, count in counts.items() if count >= threshold}
+    return Dictionary.from_counter(kept).pad_to_multiple(pad_to_multiple)
+
+
+def check_vocabulary_fits(vocab, path, vocab_size):
+    """A one-line UserError unless every id of `vocab` (read from `path`) has a row in the model's embedding."""
+    if len(vocab) > vocab_size:
+        raise UserError(f"vocabulary {path} has {len(vocab)} symbols but model_config.vocab_size is {vocab_size}: "
+                        f"expected model_config.vocab_size >= {len(vocab)}")
 
 
 def _read_count_lines(path):

@@ -1,4 +1,4 @@
-"""User-facing errors, the CLI wrapper that prints them in one line, and atomic output."""
+"""User-facing errors, the CLI wrapper that prints them in one line, and atomic output (one file or several)."""
 import contextlib
 import os
 import sys
@@ -38,6 +38,13 @@ def atomic_path(path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths):
+    """Temporary paths for several outputs; all are renamed into place only if the whole block succeeds."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path)) for path in paths]
 
 
 @contextlib.contextmanager

@@ -15,11 +15,16 @@ from rouge_score import rouge_scorer
 
 from src.dictionary import PAD_ID
 from src.errors import UserError
-from src.text import remove_bpe
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 UNKNOWN_WORDS = frozenset(("<unk>", "UNK"))
 UNKNOWN_TOKEN = "unk"
+
+
+def remove_bpe(line, separator="@@"):
+    """Undoes BPE (src/bpe.py): "un@@ believ@@ able" -> "unbelievable" (fairseq's rule, also for a dangling
+    final "@@")."""
+    return (line + " ").replace(separator + " ", "").rstrip()
 
 
 def rouge_text(line):

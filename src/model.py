@@ -20,8 +20,9 @@ from mindspore.common.initializer import Normal, TruncatedNormal
 
 from src.dictionary import MASK_ID, PAD_ID
 
-# Additive mask value: large enough to zero a softmax weight, small enough to stay finite in float16.
-NEG_INF = -1e4
+# Additive attention-mask bias: large enough to zero a softmax weight, small enough to stay finite in float16
+# (beam scores use their own, far lower src.beam_search.IMPOSSIBLE_SCORE).
+ATTENTION_MASK_BIAS = -1e4
 
 
 def sinusoidal_table(num_positions, d_model):
@@ -35,17 +36,17 @@ def sinusoidal_table(num_positions, d_model):
 
 
 def padding_bias(ids, hide_ids=(PAD_ID,)):
-    """[batch, len] ids -> [batch, 1, 1, len] additive bias: NEG_INF where the id is in hide_ids."""
+    """[batch, len] ids -> [batch, 1, 1, len] additive bias: ATTENTION_MASK_BIAS where the id is in hide_ids."""
     hidden = ids == hide_ids[0]
     for hide_id in hide_ids[1:]:
         hidden = ops.logical_or(hidden, ids == hide_id)
-    return (hidden.astype(ms.float32) * NEG_INF)[:, None, None, :]
+    return (hidden.astype(ms.float32) * ATTENTION_MASK_BIAS)[:, None, None, :]
 
 
 def causal_bias(length):
     """[1, 1, length, length]: position i may attend to positions <= i."""
     allowed = ops.tril(ops.ones((length, length), ms.float32))
-    return ((1.0 - allowed) * NEG_INF)[None, None, :, :]
+    return ((1.0 - allowed) * ATTENTION_MASK_BIAS)[None, None, :, :]
 
 
 def dense(d_in, d_out, initializer_range):
@@ -301,7 +302,7 @@ class Seq2SeqModel(nn.Cell):
         x = self.embedder(token_ids.reshape(n, 1), positions)                       # [n, 1, d_model]
         slots = ops.arange(max_len, dtype=ms.int32)
         write = (slots == step).reshape(1, 1, max_len, 1)
-        self_bias = ((slots > step).astype(ms.float32) * NEG_INF).reshape(1, 1, 1, max_len)
+        self_bias = ((slots > step).astype(ms.float32) * ATTENTION_MASK_BIAS).reshape(1, 1, 1, max_len)
         hidden, self_keys, self_values = self.decoder.step(x, self_keys, self_values, write, self_bias,
                                                            cross_keys, cross_values, cross_bias)
         log_probs = ops.log_softmax(self.embedder.logits(hidden)[:, 0, :], -1)     # [n, vocab]

@@ -1,5 +1,4 @@
-"""Record files (MindRecord / TFRecord) with one schema for every corpus, and the text-to-examples steps the
-three corpus builders share.
+"""Record files (MindRecord / TFRecord) with one schema for every corpus: format, shards, writing, reading.
 
 Schema (all int32): sentence_ids, source_ids, decoder_input_ids, target_ids, decoder_positions (variable length),
 source_length, target_length (scalars). See src/masking.py for what each holds.
@@ -12,7 +11,8 @@ shard written here therefore lists only itself: open a sharded set with `read_re
 files to `ds.MindDataset([...])`.
 """
 import contextlib
-import multiprocessing
+import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -23,27 +23,11 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
-from src.dictionary import EOS_ID, UNK_ID
-from src.errors import UserError, require_file
-from src.masking import ARRAY_FIELDS, RECORD_FIELDS, SCALAR_FIELDS, Example, make_pair_example, mask_sentence
+from src.errors import UserError
+from src.masking import ARRAY_FIELDS, RECORD_FIELDS, SCALAR_FIELDS, Example
+from src.workers import ordered_map, process_pool
 
 FORMATS = ("mindrecord", "tfrecord")
-
-
-def add_pair_builder_arguments(parser):
-    """The flags gigaword.py and cornell_dialog.py share."""
-    parser.add_argument("--max_len", type=int, default=64, help="most ids per side, </s> included")
-    parser.add_argument("--noise_prob", type=float, default=0.0, help="source tokens -> <mask> (train only)")
-    parser.add_argument("--format", choices=FORMATS, default="mindrecord")
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1)
-
-
-def check_pair_builder_arguments(parser, args):
-    if not 0.0 <= args.noise_prob < 1.0:
-        parser.error("--noise_prob must be in [0, 1)")
-    if args.max_len < 2 or args.num_shards < 1:
-        parser.error("need --max_len >= 2 and --num_shards >= 1")
 MINDRECORD_SCHEMA = {**{name: {"type": "int32", "shape": [-1]} for name in ARRAY_FIELDS},
                      **{name: {"type": "int32"} for name in SCALAR_FIELDS}}
 _WRITE_CHUNK = 2000
@@ -148,28 +132,45 @@ def _write_tfrecord_shard(path, examples):
 
 
 _SHARD_WRITERS = {"mindrecord": _write_mindrecord_shard, "tfrecord": _write_tfrecord_shard}
-_WRITE_STATE = {}
 
 
-def _init_write_worker(state):
-    _WRITE_STATE.update(state)
+def write_shard(path, examples, format):
+    """Writes `examples` to the one file PATH (no staging, no checks: see `write_records`)."""
+    _SHARD_WRITERS[format](path, examples)
 
 
-def _write_shard_task(task):
-    path, start, end = task
-    _SHARD_WRITERS[_WRITE_STATE["format"]](path, _WRITE_STATE["examples"][start:end])
-    return path
-
-
-def _pool_context(format=None):
-    """fork where available: workers share the parent's data for free. The record writer's library is imported
-    first so that each worker does not import it again (2-6 s apiece on a busy 2-core machine)."""
+def import_writer(format):
+    """Imports the record writer's library before a pool starts, so that forked workers inherit it instead of
+    each importing it again (2-6 s apiece on a busy 2-core machine)."""
     if format == "mindrecord":
         import mindspore.mindrecord  # noqa: F401
     elif format == "tfrecord":
         import tfrecord  # noqa: F401
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+@dataclasses.dataclass
+class _WriteJob:
+    """What every shard-writing worker reads: given once to each worker by the pool initializer."""
+    format: str
+    examples: list
+
+
+_job = None  # this worker's _WriteJob
+
+
+def _start_worker(job):
+    global _job
+    _job = job
+
+
+def _write_shard_range(job, task):
+    path, start, end = task
+    write_shard(path, job.examples[start:end], job.format)
+    return path
+
+
+def _write_shard_task(task):
+    return _write_shard_range(_job, task)
 
 
 def _stale_outputs(path):
@@ -210,16 +211,16 @@ def write_records(path, examples, *, format=None, num_shards=1, vocab_size=None,
     if num_shards < 1 or num_shards > len(examples):
         raise UserError(f"{path}: cannot split {len(examples)} examples into {num_shards} shards")
     validate_examples(examples, vocab_size, where=path)
+    job = _WriteJob(format, examples)
+    workers = min(processes, num_shards)
+    if workers > 1:
+        import_writer(format)
     with staged_record_set(path, format, num_shards) as staged:
         tasks = [(target, start, end) for target, (start, end) in zip(staged, shard_bounds(len(examples), num_shards))]
-        workers = min(processes, num_shards)
-        if workers > 1:
-            state = {"format": format, "examples": examples}
-            with _pool_context(format).Pool(workers, initializer=_init_write_worker, initargs=(state,)) as pool:
-                pool.map(_write_shard_task, tasks, chunksize=1)
-        else:
-            for target, start, end in tasks:
-                _SHARD_WRITERS[format](target, examples[start:end])
+        with process_pool(workers, _start_worker, (job,)) as pool:
+            write = _write_shard_task if pool else functools.partial(_write_shard_range, job)
+            for _ in ordered_map(pool, write, tasks):
+                pass
     return shard_paths(path, num_shards)
 
 
@@ -270,214 +271,3 @@ def read_records(path_or_first_shard, format=None):
         first_line = next((line for line in str(error).splitlines() if line.strip()), repr(error))
         raise UserError(f"cannot read {format} records {files[0]}: {first_line.strip()}") from None
     return examples
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Text to examples (shared by news_crawl.py, gigaword.py, cornell_dialog.py)
-# ----------------------------------------------------------------------------------------------------------------
-
-def read_text_lines(path, what="text file"):
-    """Lines of a UTF-8 file without their newlines; a one-line UserError if it is missing, binary or empty."""
-    require_file(path, what)
-    with open(path, "rb") as handle:
-        data = handle.read()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if not lines:
-        raise UserError(f"{what} is empty: {path}")
-    try:
-        return [line.decode("utf-8").rstrip("\r") for line in lines]
-    except UnicodeDecodeError:
-        for number, line in enumerate(lines, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError(f"{path}:{number}: not valid UTF-8 text") from None
-        raise
-
-
-def read_pair_files(source_path, target_path):
-    """Aligned (source, target) lines; a one-line UserError naming both files when the line counts differ."""
-    sources = read_text_lines(source_path, "source file")
-    targets = read_text_lines(target_path, "target file")
-    if len(sources) != len(targets):
-        raise UserError(f"misaligned pair files: {source_path} has {len(sources)} lines but {target_path} has "
-                        f"{len(targets)}")
-    return sources, targets
-
-
-def _count_unknown(ids):
-    return int(np.count_nonzero(ids[:-1] == UNK_ID))
-
-
-def truncate_ids(ids, max_len):
-    """The first max_len - 1 tokens and </s>."""
-    return ids if len(ids) <= max_len else np.concatenate((ids[:max_len - 1], [EOS_ID])).astype(np.int32)
-
-
-def build_pair_examples(sources, targets, vocab, *, max_len, train, noise_prob=0.0, seed=0, token_map=None):
-    """Encodes aligned lines into fine-tuning examples; returns (examples, counts).
-
-    train: pairs with an empty side or a side longer than max_len ids (</s> included) are dropped and counted,
-    and the source is noised with noise_prob (rng default_rng([seed, line index])). Otherwise (valid/test) every
-    pair is kept, so scores cover the whole set: longer sides are truncated to max_len ids (keeping </s>) and
-    counted. token_map rewrites tokens before lookup (e.g. Gigaword's `UNK` -> `<unk>`).
-    """
-    counts = dict(pairs=len(sources), kept=0, dropped_empty=0, dropped_source_too_long=0,
-                  dropped_target_too_long=0, truncated_source=0, truncated_target=0, unknown_tokens=0)
-    examples = []
-    pairs = tqdm(zip(sources, targets), total=len(sources), desc="encoding pairs", unit="pair", file=sys.stderr,
-                 disable=None, leave=False)
-    for index, (source_line, target_line) in enumerate(pairs):
-        source_tokens, target_tokens = source_line.split(), target_line.split()
-        if token_map:
-            source_tokens = [token_map.get(t, t) for t in source_tokens]
-            target_tokens = [token_map.get(t, t) for t in target_tokens]
-        source_ids, target_ids = vocab.encode_tokens(source_tokens), vocab.encode_tokens(target_tokens)
-        if train:
-            if not source_tokens or not target_tokens:
-                counts["dropped_empty"] += 1
-                continue
-            if len(source_ids) > max_len:
-                counts["dropped_source_too_long"] += 1
-                continue
-            if len(target_ids) > max_len:
-                counts["dropped_target_too_long"] += 1
-                continue
-        else:
-            counts["truncated_source"] += len(source_ids) > max_len
-            counts["truncated_target"] += len(target_ids) > max_len
-            source_ids, target_ids = truncate_ids(source_ids, max_len), truncate_ids(target_ids, max_len)
-        counts["unknown_tokens"] += _count_unknown(source_ids) + _count_unknown(target_ids)
-        noise = noise_prob if train else 0.0
-        rng = np.random.default_rng([seed, index]) if noise > 0 else None
-        examples.append(make_pair_example(source_ids, target_ids, rng=rng, noise_prob=noise))
-    counts["kept"] = len(examples)
-    return examples, counts
-
-
-def filter_sentences(lines, *, min_len, max_len):
-    """(line index, line) of the sentences to keep, and counts: a sentence of m tokens becomes m + 1 ids with
-    </s>; it is kept when m >= min_len and m + 1 <= max_len."""
-    kept, too_short, too_long = [], 0, 0
-    for index, line in enumerate(lines):
-        num_tokens = len(line.split())
-        if num_tokens < min_len:
-            too_short += 1
-        elif num_tokens + 1 > max_len:
-            too_long += 1
-        else:
-            kept.append((index, line))
-    return kept, dict(read=len(lines), kept=len(kept), dropped_too_long=too_long, dropped_too_short=too_short)
-
-
-_MASK_STATE = {}
-
-
-def _init_mask_worker(state):
-    _MASK_STATE.update(state)
-
-
-def _mask_range(bounds):
-    state = _MASK_STATE
-    vocab = state["vocab"]
-    examples, unknown = [], 0
-    for index, line in state["items"][bounds[0]:bounds[1]]:
-        ids = vocab.encode_line(line)
-        unknown += _count_unknown(ids)
-        # Seeded by the sentence's global line index: the same output whatever the number of processes.
-        rng = np.random.default_rng([state["seed"], index])
-        examples.append(mask_sentence(state["language_model"], ids, rng, state["mask_ratio"], len(vocab)))
-    return examples, unknown
-
-
-def mask_monolingual(items, vocab, *, language_model, mask_ratio, seed, processes=1, chunk_size=2000,
-                     progress=None):
-    """Encodes and masks (line index, line) items, in a process pool when processes > 1; returns
-    (examples in input order, number of unknown tokens)."""
-    state = dict(items=items, vocab=vocab, language_model=language_model, mask_ratio=mask_ratio, seed=seed)
-    ranges = [(start, min(start + chunk_size, len(items))) for start in range(0, len(items), chunk_size)]
-    examples, unknown = [], 0
-
-    def collect(results):
-        nonlocal unknown
-        for chunk_examples, chunk_unknown in results:
-            examples.extend(chunk_examples)
-            unknown += chunk_unknown
-            if progress is not None:
-                progress.update(len(chunk_examples))
-
-    if processes > 1 and len(ranges) > 1:
-        with _pool_context().Pool(processes, initializer=_init_mask_worker, initargs=(state,)) as pool:
-            collect(pool.imap(_mask_range, ranges))
-    else:
-        _init_mask_worker(state)
-        try:
-            collect(map(_mask_range, ranges))
-        finally:
-            _MASK_STATE.clear()
-    return examples, unknown
-
-
-def _mask_and_write_shard(task):
-    start, end, target = task
-    examples, unknown = _mask_range((start, end))
-    validate_examples(examples, len(_MASK_STATE["vocab"]), where=target)
-    _SHARD_WRITERS[_MASK_STATE["format"]](target, examples)
-    return end - start, unknown
-
-
-def build_monolingual_records(items, vocab, *, path, language_model, mask_ratio, seed, format=None, num_shards=1,
-                              processes=1, progress=None):
-    """Masks (line index, line) items and writes them to PATH / PATH0 ..; returns (record paths, unknown tokens).
-
-    With several processes and shards each worker masks and writes whole shards, so examples never travel
-    between processes; otherwise masking uses the pool and the main process writes. The bytes are the same.
-    """
-    format = infer_format(path, format)
-    if num_shards < 1 or num_shards > len(items):
-        raise UserError(f"{path}: cannot split {len(items)} sentences into {num_shards} shards")
-    if processes > 1 and num_shards > 1:
-        state = dict(items=items, vocab=vocab, language_model=language_model, mask_ratio=mask_ratio, seed=seed,
-                     format=format)
-        unknown = 0
-        with staged_record_set(path, format, num_shards) as staged:
-            tasks = [(start, end, target) for target, (start, end) in zip(staged, shard_bounds(len(items), num_shards))]
-            with _pool_context(format).Pool(min(processes, num_shards), initializer=_init_mask_worker,
-                                      initargs=(state,)) as pool:
-                for count, shard_unknown in pool.imap(_mask_and_write_shard, tasks):
-                    unknown += shard_unknown
-                    if progress is not None:
-                        progress.update(count)
-        return shard_paths(path, num_shards), unknown
-    examples, unknown = mask_monolingual(items, vocab, language_model=language_model, mask_ratio=mask_ratio,
-                                         seed=seed, processes=processes, progress=progress)
-    return write_records(path, examples, format=format, num_shards=num_shards, vocab_size=len(vocab)), unknown
-
-
-def format_counts(name, counts):
-    return f"{name}: " + " ".join(f"{key}={value}" for key, value in counts.items())
-
-
-def build_pair_record_sets(splits, vocab, *, output_folder, prefix, max_len, noise_prob, seed, format,
-                           num_shards=1, token_map=None, processes=1):
-    """Builds OUTPUT/{prefix}_{split}.{format} for each (split, source file, target file, is_train) and prints
-    one summary line per split. Every input is read and checked before anything is written."""
-    texts = [(name, read_pair_files(source, target), train) for name, source, target, train in splits]
-    built = []
-    for name, (sources, targets), train in texts:
-        examples, counts = build_pair_examples(sources, targets, vocab, max_len=max_len, train=train,
-                                               noise_prob=noise_prob, seed=seed, token_map=token_map)
-        if not examples:
-            raise UserError(f"{prefix} {name}: every pair was dropped (longer than --max_len {max_len} or empty)")
-        built.append((name, examples, counts))
-    summaries = []
-    for name, examples, counts in built:
-        path = os.path.join(output_folder, f"{prefix}_{name}.{format}")
-        paths = write_records(path, examples, format=format, num_shards=min(num_shards, len(examples)),
-                              vocab_size=len(vocab), processes=processes)
-        summaries.append(format_counts(f"{prefix} {name}", counts) + f" output={paths[0]}")
-    for line in summaries:
-        print(line)
-    return {name: counts for name, _, counts in built}

@@ -8,8 +8,10 @@ import pytest
 import mindspore as ms
 
 from config.config import ModelConfig
-from src.beam_search import (NEG_INF, BeamSearch, BeamSearchDecoder, CachedModelStep, TableStep, best_hypotheses,
-                             cached_decoder, gather_beams, length_penalty, python_loop_search, reference_beam_search)
+from reference_decoding import SteppedBeamSearchDecoder, TableStep, python_loop_search, reference_beam_search
+from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, LIVE_SCORES, LIVE_SEQS, LIVE_TOKENS,
+                             REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
+                             cached_decoder, gather_beams, length_penalty)
 from src.dictionary import BOS_ID, EOS_ID, PAD_ID
 from src.model import Seq2SeqModel
 
@@ -47,6 +49,17 @@ def test_helpers():
     picked = gather_beams(x, ms.Tensor(np.array([[2, 0], [1, 1]], np.int32))).asnumpy()
     np.testing.assert_array_equal(picked, [[[4, 5], [0, 1]], [[8, 9], [8, 9]]])
     assert length_penalty(1, 1.0) == 1.0 and length_penalty(7, 2.0) == 4.0 and length_penalty(9, 0.0) == 1.0
+
+
+def test_initial_state_fields():
+    state = BeamSearch(3, 5, VOCAB).init_state(2)
+    assert state[STEP].shape == () and int(state[STEP]) == 0
+    np.testing.assert_array_equal(state[LIVE_TOKENS].asnumpy(), np.full((2, 3), BOS_ID))
+    assert state[LIVE_SEQS].shape == state[FINISHED_SEQS].shape == (2, 3, 5)
+    live_scores = state[LIVE_SCORES].asnumpy()
+    # Only beam 0 is live; the other slots and the finished store are empty.
+    assert (live_scores[:, 0] == 0).all() and (live_scores[:, 1:] < REAL_SCORE_FLOOR).all()
+    assert (state[FINISHED_SCORES].asnumpy() < REAL_SCORE_FLOOR).all() and not state[DONE].asnumpy().any()
 
 
 # The three finished hypotheses of this table: "A" (p .54, length 2 with </s>), "B C" (.4, 3), "A C" (.06, 3).
@@ -147,7 +160,7 @@ def test_exhaustive_beam_finds_the_exact_best(alpha, min_length, ngram):
     sequences, scores = decode_table(tables, beam, alpha, min_length, ngram, early_stopping=False)
     for sentence in range(2):
         expected = exhaustive_finished(tables[sentence], alpha, min_length, ngram)
-        real = scores[sentence] > NEG_INF / 2
+        real = scores[sentence] > REAL_SCORE_FLOOR
         assert real.sum() == min(len(expected), beam)
         np.testing.assert_allclose(scores[sentence][real], [s for s, _ in expected[:beam]], rtol=1e-5)
         assert [tuple(t) for t in outputs(sequences, sentence)[:5]] == [t for _, t in expected[:5]]
@@ -250,7 +263,8 @@ def test_cached_equals_uncached(model, beam):
     np.testing.assert_array_equal(sequences.asnumpy(), ref_sequences.asnumpy())
     np.testing.assert_allclose(scores.asnumpy(), ref_scores.asnumpy(), rtol=1e-4, atol=1e-5)
     if beam > 1:                                              # the Python loop over the compiled cached step
-        stepped_sequences, stepped_scores = cached_decoder(model, search, loop="python")(source)
+        stepped = SteppedBeamSearchDecoder(CachedModelStep(model, beam, search.max_decode_length), search)
+        stepped_sequences, stepped_scores = stepped(source)
         np.testing.assert_array_equal(stepped_sequences.asnumpy(), sequences.asnumpy())
         np.testing.assert_allclose(stepped_scores.asnumpy(), scores.asnumpy(), rtol=1e-5, atol=1e-6)
     lengths = [len(h) for h in best_hypotheses(sequences)]

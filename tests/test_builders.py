@@ -4,14 +4,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import REPO, shared_data
 
 import cornell_dialog
 import gigaword
 import news_crawl
-from src.dictionary import EOS_ID, MASK_ID, UNK_ID, Dictionary
+from src.builders import mask_monolingual
+from src.dictionary import EOS_ID, MASK_ID, UNK_ID, Dictionary, build_vocabulary
 from src.masking import mass_mask
-from src.records import mask_monolingual, read_records
+from src.records import read_records
 
 PYTHON = sys.executable
 RAW_SAMPLE = ("cornell", "raw_sample")
@@ -85,12 +87,48 @@ def test_news_crawl_counts_vocabulary_and_records(tmp_path, capsys):
     vocab = Dictionary.load_from_persisted_dict(str(out / "vocab.txt"))
     assert vocab == Dictionary.load_from_persisted_dict(str(tmp_path / "dict" / "vocab.txt"))
     assert len(vocab) % 8 == 0 and vocab[5] == "the"  # most frequent first
+    kept = ["the cat sat", "dogs ran", "the cat sat on a mat", "far away from home", " ".join(["the"] * 9)]
+    # The one vocabulary builder (as apply_bpe_encoding.py's), over the tokens of the kept sentences only.
+    assert vocab == build_vocabulary(collections.Counter(" ".join(kept).split()), pad_to_multiple=8)
     examples = read_records(str(out / "news.tfrecord"))
     assert [vocab.decode(e.sentence_ids) for e in examples] == [
         "the cat sat", "dogs ran", "the cat sat on a mat", "far away from home", " ".join(["the"] * 9)]
     for example in examples:
         check_mass_example(example)
         assert len(example.target_ids) == round(0.5 * (len(example.sentence_ids) - 1))
+
+
+def test_news_crawl_input_files_give_the_bytes_of_the_concatenated_folder(tmp_path, capsys):
+    a, b = write_lines(tmp_path / "a.txt", NEWS_A), write_lines(tmp_path / "b.txt", NEWS_B)
+    write_lines(tmp_path / "joined" / "all.txt", NEWS_A + NEWS_B)  # what `cat a.txt b.txt` gives
+    common = ["--dict_folder", tmp_path / "dict", "--min_len", "2", "--max_len", "10", "--num_shards", "2",
+              "--processes", "1", "--seed", "3"]
+    runs = {"files": ["--input_files", a, b], "folder": ["--src_folder", tmp_path / "joined", "--suffix", ".txt"],
+            "reversed": ["--input_files", b, a]}
+    for name, inputs in runs.items():
+        news_crawl.main(news_crawl.parse_args(cli(inputs + common + ["--output_folder", tmp_path / name])))
+    capsys.readouterr()
+
+    def contents(name):
+        return {f: (tmp_path / name / f).read_bytes() for f in sorted(os.listdir(tmp_path / name))}
+
+    files = contents("files")
+    assert sorted(files) == ["news.mindrecord0", "news.mindrecord0.db", "news.mindrecord1", "news.mindrecord1.db",
+                             "vocab.txt"]
+    assert files == contents("folder")
+    # Read in the order given: line indices (and so the masks) follow the list.
+    assert files["news.mindrecord0"] != contents("reversed")["news.mindrecord0"]
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ([], "one of the arguments --input_files --src_folder is required"),
+    (["--input_files", "a.txt", "--src_folder", "corpus"], "not allowed with argument"),
+    (["--input_files", "a.txt", "--suffix", ".txt"], "--suffix goes with --src_folder"),
+])
+def test_news_crawl_takes_exactly_one_kind_of_input(inputs, message, capsys):
+    with pytest.raises(SystemExit):
+        news_crawl.parse_args(inputs + ["--existed_vocab", "vocab.txt", "--output_folder", "out"])
+    assert message in capsys.readouterr().err
 
 
 def test_news_crawl_unknown_tokens_and_loose_masking(tmp_path, capsys):

@@ -150,7 +150,7 @@ def test_dynamic_masking_redraws_every_epoch_from_sentence_ids():
 def test_dynamic_noise_for_pairs_keeps_the_decoder_side():
     examples = pair_examples(20)
     batches = list(iterate_batches(examples, batch_size=4, bucket_boundaries=BOUNDARIES, shuffle=False, seed=0,
-                                   epoch=0, eval_mode=True, dynamic={"language_model": "pair", "noise_prob": 0.5}))
+                                   epoch=0, eval_mode=True, dynamic=DynamicMasking("pair", noise_prob=0.5)))
     masked = 0
     for batch in batches:
         for row, index in enumerate(batch["example_index"]):

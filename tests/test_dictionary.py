@@ -1,11 +1,12 @@
-"""Dictionary: fixed special ids, exact plain-text round trip, shrink, padding, classic API."""
+"""Dictionary: fixed special ids, exact plain-text round trip, padding, classic API; the one vocabulary builder and
+the one "vocabulary fits the model" check."""
 import collections
 
 import numpy as np
 import pytest
 
 from src import Dictionary
-from src.dictionary import SPECIAL_SYMBOLS
+from src.dictionary import SPECIAL_SYMBOLS, build_vocabulary, check_vocabulary_fits
 from src.errors import UserError
 
 
@@ -42,14 +43,38 @@ def test_persisted_file_round_trips_exactly(tmp_path):
     assert (tmp_path / "again.txt").read_bytes() == path.read_bytes()
 
 
-def test_load_from_text_and_shrink(tmp_path):
-    (tmp_path / "a.txt").write_text("low 5\nlow@@ 2\nest 1\n")
-    (tmp_path / "b.txt").write_text("est 4\n")
-    vocab = Dictionary.load_from_text([tmp_path / "a.txt", tmp_path / "b.txt"])
-    assert vocab.symbols[5:] == ["est", "low", "low@@"] and vocab.counts[5:] == [5, 5, 2]
-    shrunk = vocab.shrink(3)
+def test_build_vocabulary_threshold_order_and_padding():
+    counts = collections.Counter({"low": 5, "est": 5, "low@@": 2, "er": 1, "<unk>": 9, "</s>": 3})
+    vocab = build_vocabulary(counts)
+    # Special symbols keep ids 0-4 whatever the counts say; ties are broken by symbol; padded to 8 by default.
+    assert vocab.symbols[:9] == list(SPECIAL_SYMBOLS) + ["est", "low", "low@@", "er"]
+    assert vocab.counts[5:9] == [5, 5, 2, 1] and len(vocab) == 16 and vocab[9] == "madeupword0000"
+    assert vocab == Dictionary.from_counter(counts).pad_to_multiple(8)
+    shrunk = build_vocabulary(counts, threshold=3, pad_to_multiple=1)
     assert shrunk.symbols == list(SPECIAL_SYMBOLS) + ["est", "low"]
-    assert len(vocab) == 8  # shrink returns a new vocabulary
+
+
+def test_build_vocabulary_keeps_corpus_symbols_named_like_fillers():
+    vocab = build_vocabulary({"madeupword0000": 2, "word": 1}, pad_to_multiple=4)
+    # The corpus symbol keeps its id and count; the fillers skip its name.
+    assert vocab.symbols[5:] == ["madeupword0000", "word", "madeupword0001"] and vocab.counts[5:] == [2, 1, 0]
+
+
+def test_build_vocabulary_rejects_bad_options():
+    with pytest.raises(UserError, match="threshold >= 0 and pad_to_multiple >= 1"):
+        build_vocabulary({"a": 1}, threshold=-1)
+    with pytest.raises(UserError, match="threshold >= 0 and pad_to_multiple >= 1"):
+        build_vocabulary({"a": 1}, pad_to_multiple=0)
+
+
+def test_vocabulary_fits_the_model_check():
+    vocab = sample_vocab().pad_to_multiple(8)
+    check_vocabulary_fits(vocab, "run/vocab.txt", 16)
+    check_vocabulary_fits(vocab, "run/vocab.txt", 64)  # spare model rows are allowed
+    with pytest.raises(UserError) as error:
+        check_vocabulary_fits(vocab, "run/vocab.txt", 12)
+    assert str(error.value) == ("vocabulary run/vocab.txt has 16 symbols but model_config.vocab_size is 12: "
+                                "expected model_config.vocab_size >= 16")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -69,4 +94,4 @@ def test_missing_and_binary_files(tmp_path):
         Dictionary.load_from_persisted_dict(tmp_path / "nope.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe 1\n")
     with pytest.raises(UserError, match="not valid UTF-8"):
-        Dictionary.load_from_text(tmp_path / "bin.txt")
+        Dictionary.load_from_persisted_dict(tmp_path / "bin.txt")

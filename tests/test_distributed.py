@@ -163,7 +163,7 @@ def test_a_killed_rank_ends_the_job_with_an_error_and_keeps_the_last_checkpoint(
 def test_launchers_reject_bad_arguments_with_usage(script, args, message):
     result = launch(script, *args)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: " + message)
+    assert result.stderr.splitlines()[-1].startswith("error: " + message)  # the usage first, the error last
     assert f"usage: scripts/{script}" in result.stderr
     assert "Traceback" not in result.stderr and not result.stdout
 

@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from conftest import shared_data
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,3 +45,17 @@ def test_bad_folder_is_a_usage_error(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "reproduce_table.py"),
                              str(tmp_path / "absent")], capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_quick_reproduction_fills_every_row(tmp_path):
+    """QUICK=1 bench/reproduce.sh (every stage on 600-line subsets, ~7 minutes): every model is trained and scored."""
+    shared_data("news", "news.en.txt")
+    run = tmp_path / "quick"
+    result = subprocess.run(["bash", os.path.join(REPO, "bench", "reproduce.sh"), str(run)],
+                            env={**os.environ, "QUICK": "1"}, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["missing"] == []
+    table = (run / "results.md").read_text()
+    assert "not run" not in table and "MASS pre-trained |" in table

@@ -1,7 +1,8 @@
 """The text tools as commands: tokenize_corpus.py, scripts/learn_subword.sh, apply_bpe_encoding.py.
 
 Each is run as a real subprocess; bad input must give one `error:` line, a non-zero exit, no traceback
-and no output files.
+and no output files. The commands run on the bundled data/sample corpus, and again on the real corpora
+where ../shared/data is present.
 """
 import collections
 import os
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 from conftest import REPO, shared_data
+from subword_nmt_reference import sample_lines, subword_nmt_command
 
 from src.dictionary import SPECIAL_SYMBOLS, Dictionary
 
@@ -33,29 +35,54 @@ def files_under(folder):
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A raw corpus of real lines: two folders, parallel files; then tokenized by the command."""
-    root = tmp_path_factory.mktemp("corpus")
+def tokenize_corpus(root, news, dialogue, valid_lines):
+    """Two raw folders (news.txt + valid.txt: its last `valid_lines`; dialogue.txt), tokenized by the command."""
     first, second = root / "news", root / "dialogue"
     first.mkdir()
     second.mkdir()
-    with open(shared_data("news", "news.en.txt"), encoding="utf-8") as handle:
-        news = [next(handle) for _ in range(3000)]
-    (first / "news.txt").write_text("".join(news[:2500]))
-    (first / "valid.txt").write_text("".join(news[2500:]))
-    with open(shared_data("cornell", "valid.src.txt"), encoding="utf-8") as handle:
-        dialogue = [next(handle) for _ in range(1000)]
+    (first / "news.txt").write_text("".join(news[:-valid_lines]))
+    (first / "valid.txt").write_text("".join(news[-valid_lines:]))
     (second / "dialogue.txt").write_text("".join(dialogue))
     tokenized = root / "tokenized"
     result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", f"{first},{second}", "--output_folder",
                  str(tokenized), "--tokenizer", "nltk", "--pool_size", "2")
     assert result.returncode == 0, result.stderr
-    return root, tokenized, news, dialogue, result.stdout
+    return root, tokenized, result.stdout
 
 
-def test_tokenize_corpus_command(corpus):
-    root, tokenized, news, dialogue, stdout = corpus
+@pytest.fixture(scope="module")
+def sample_corpus(tmp_path_factory):
+    """data/sample news (400 lines) and dialogue (300 lines, one with a double space)."""
+    news = [line + "\n" for line in sample_lines("news", "news.txt")]
+    dialogue = [line + "\n" for line in sample_lines("dialog", "train.src.txt")]
+    return tokenize_corpus(tmp_path_factory.mktemp("sample_corpus"), news, dialogue, 50)
+
+
+@pytest.fixture(scope="module")
+def real_corpus(tmp_path_factory):
+    """3,000 real news lines and 1,000 real dialogue lines."""
+    with open(shared_data("news", "news.en.txt"), encoding="utf-8") as handle:
+        news = [next(handle) for _ in range(3000)]
+    with open(shared_data("cornell", "valid.src.txt"), encoding="utf-8") as handle:
+        dialogue = [next(handle) for _ in range(1000)]
+    return tokenize_corpus(tmp_path_factory.mktemp("real_corpus"), news, dialogue, 500)
+
+
+def test_tokenize_corpus_command_on_sample(sample_corpus):
+    root, tokenized, stdout = sample_corpus
+    assert files_under(tokenized) == ["dialogue.txt", "news.txt", "valid.txt"]
+    news_out = (tokenized / "news.txt").read_text().split("\n")
+    assert len(news_out) == 351 and news_out[-1] == ""
+    assert news_out[0] == ("A team from the Kessington Institute has developed a cheap battery that can store solar "
+                           "power for up to 36 hours .")
+    dialogue_out = (tokenized / "dialogue.txt").read_text()
+    assert dialogue_out.count("\n") == 300 and "  " not in dialogue_out  # double spaces vanish
+    assert stdout.startswith(f"tokenized into {tokenized}: files=3 lines=700 tokens=")
+    assert "empty=0 crlf=0 invalid_utf8=0 too_long=0" in stdout
+
+
+def test_tokenize_corpus_command_on_real_data(real_corpus):
+    root, tokenized, stdout = real_corpus
     assert files_under(tokenized) == ["dialogue.txt", "news.txt", "valid.txt"]
     news_out = (tokenized / "news.txt").read_text().split("\n")
     assert len(news_out) == 2501 and news_out[-1] == ""
@@ -121,9 +148,8 @@ def test_tokenize_corpus_bad_flags(bad_folders):
     assert (bad_folders / "good" / "a.txt").read_text() == "Hello world.\n"
 
 
-@pytest.fixture(scope="module")
-def codes(corpus):
-    root, tokenized, *_ = corpus
+def learn_codes(corpus):
+    root, tokenized, _ = corpus
     path = root / "vocab" / "all.bpe.codes"
     result = run("bash", "scripts/learn_subword.sh", "800", str(path), str(tokenized))
     assert result.returncode == 0, result.stderr
@@ -131,7 +157,23 @@ def codes(corpus):
     return path
 
 
-def test_learn_subword_writes_codes(codes):
+@pytest.fixture(scope="module")
+def sample_codes(sample_corpus):
+    return learn_codes(sample_corpus)
+
+
+@pytest.fixture(scope="module")
+def real_codes(real_corpus):
+    return learn_codes(real_corpus)
+
+
+@pytest.fixture(scope="module", params=["sample", "real"])
+def corpus_and_codes(request):
+    return request.getfixturevalue(f"{request.param}_corpus"), request.getfixturevalue(f"{request.param}_codes")
+
+
+def test_learn_subword_writes_codes(corpus_and_codes):
+    _, codes = corpus_and_codes
     lines = codes.read_text().split("\n")
     assert lines[0] == "#version: 0.2" and len(lines) == 802 and lines[-1] == ""
     assert all(len(line.split(" ")) == 2 for line in lines[1:-1])
@@ -156,14 +198,8 @@ def test_learn_subword_bad_arguments(tmp_path):
         assert files_under(output.parent) == []
 
 
-def subword_nmt_command(codes, source, target):
-    command = os.path.join(os.path.dirname(PYTHON), "subword-nmt")
-    subprocess.run([command, "apply-bpe", "-c", str(codes), "-i", str(source), "-o", str(target)], check=True)
-    return target.read_bytes()
-
-
-def test_apply_bpe_encoding_command(corpus, codes, tmp_path):
-    root, tokenized, *_ = corpus
+def test_apply_bpe_encoding_command(corpus_and_codes, tmp_path):
+    (root, tokenized, _), codes = corpus_and_codes
     output, vocab_path = tmp_path / "bpe", tmp_path / "vocab.txt"
     result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
                  "--output_folder", str(output), "--prefix", "bpe", "--vocab_path", str(vocab_path),
@@ -197,7 +233,7 @@ def test_apply_bpe_encoding_command(corpus, codes, tmp_path):
 
 
 @pytest.fixture()
-def apply_inputs(tmp_path, codes):
+def apply_inputs(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("the first file is fine\n")
@@ -214,10 +250,10 @@ def apply_inputs(tmp_path, codes):
     ("unreadable_file", ["cannot read", "x.txt"]),
     ("invalid_utf8_input", ["b.txt:2: invalid UTF-8"]),
 ])
-def test_apply_bpe_encoding_bad_input(apply_inputs, codes, case, fragments):
+def test_apply_bpe_encoding_bad_input(apply_inputs, sample_codes, case, fragments):
     root = apply_inputs
     src = root / "src"
-    codes_path = codes
+    codes_path = sample_codes
     if case == "missing_codes":
         codes_path = root / "no.codes"
     elif case == "text_as_codes":

@@ -18,17 +18,23 @@ from config.config import (CheckpointOptions, DatasetConfig, LearnRateConfig, Lo
                            ModelConfig)
 from src import checkpoint as ckpt
 from src import trainer
+from src.device import setup_device
 from src.dictionary import Dictionary
+from src.dropout import CounterDropout, dropout_key, use_counter_dropout
 from src.errors import UserError
 from src.masking import make_pair_example
 from src.model import Seq2SeqModel
+from src.optimizer import LossScaler
 from src.records import write_records
+from src.train_step import build_network, to_tensors
+
+from reference_dropout import reference_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_TITLES = os.path.join(REPO, "data", "sample", "gigaword", "train.title.txt")
 TIMING_FIELDS = ("time", "tokens_per_s", "eta_s")
 
-trainer.setup_device("CPU")
+setup_device("CPU")
 
 
 def tiny_model_config(vocab_size=40, dropout=0.0):
@@ -42,16 +48,6 @@ def tiny_model_config(vocab_size=40, dropout=0.0):
 # Counter-based dropout
 # ----------------------------------------------------------------------------------------------------------------
 
-def reference_mask(key, site, shape, keep_prob):
-    """The mask CounterDropout must produce, in NumPy uint32 arithmetic."""
-    size = int(np.prod(shape))
-    salt = (site * 0x9E3779B9 + size * 0x27D4EB2F + shape[-1] * 0x165667B1) % 2 ** 32
-    stream = trainer.fmix32_numpy((key + salt) % 2 ** 32)
-    weyl = (np.arange(size, dtype=np.uint64) * np.uint64(0x9E3779B9)) % np.uint64(2 ** 32)
-    bits = trainer.fmix32_numpy(weyl.astype(np.uint32) ^ stream)
-    return (bits < int(round(keep_prob * 2 ** 32))).reshape(shape).astype(np.float32)
-
-
 @pytest.mark.parametrize("implementation", ["graph_ops", "cpu_kernel"])
 def test_counter_dropout_matches_its_numpy_reference(implementation):
     from src.kernels import dropout_op
@@ -59,7 +55,7 @@ def test_counter_dropout_matches_its_numpy_reference(implementation):
     if implementation == "cpu_kernel" and kernel is None:
         pytest.skip("no C++ compiler")
     key = ms.Parameter(ms.Tensor(0, ms.uint32), name="test_key", requires_grad=False)
-    cell = trainer.CounterDropout(0.75, site=3, key=key, kernel=kernel)
+    cell = CounterDropout(0.75, site=3, key=key, kernel=kernel)
     x = np.random.default_rng(0).standard_normal((4, 8, 32)).astype(np.float32)
     weights = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
 
@@ -91,24 +87,24 @@ def test_use_counter_dropout_replaces_every_dropout_and_adds_no_weight():
     ms.set_seed(1)
     model = Seq2SeqModel(tiny_model_config(dropout=0.1))
     names_before = [name for name, _ in ckpt.model_parameters(model)]
-    key = trainer.use_counter_dropout(model)
+    key = use_counter_dropout(model)
     sites = [cell.dropout for _, cell in model.cells_and_names() if isinstance(cell, ms.nn.Dropout)]
-    assert sites and all(isinstance(site, trainer.CounterDropout) for site in sites)
+    assert sites and all(isinstance(site, CounterDropout) for site in sites)
     assert sorted(site.site for site in sites) == list(range(len(sites)))
     assert all(site.key is key for site in sites)
     assert [name for name, _ in ckpt.model_parameters(model)] == names_before
-    key_of = trainer.dropout_key
+    key_of = dropout_key
     assert key_of(1, 0, 2, 5, 0) == key_of(1, 0, 2, 5, 0) != key_of(1, 0, 2, 6, 0) != key_of(1, 0, 2, 6, 1)
 
 
 def test_mixed_precision_keeps_checkpoint_names_and_is_refused_on_cpu():
     config = dataclasses.replace(MassConfig(), model_config=dataclasses.replace(tiny_model_config(),
                                                                                 compute_type="float16")).validate()
-    network = trainer.build_network(config, hide_masked_source=False, device_target="GPU")  # built, not compiled
+    network = build_network(config, hide_masked_source=False, device_target="GPU")  # built, not compiled
     assert network.loss_network.model is not network.model  # the O2 wrapper computes, the bare model is saved
     assert [name for name, _ in ckpt.model_parameters(network.model)][0] == "embedder.table"
     with pytest.raises(UserError) as error:
-        trainer.build_network(config, hide_masked_source=False, device_target="CPU")
+        build_network(config, hide_masked_source=False, device_target="CPU")
     assert "compute_type" in str(error.value)
 
 
@@ -117,7 +113,7 @@ def test_mixed_precision_keeps_checkpoint_names_and_is_refused_on_cpu():
 # ----------------------------------------------------------------------------------------------------------------
 
 def test_loss_scaler_modes():
-    scaler = trainer.LossScaler("dynamic", 1024.0, factor=2.0, window=3)
+    scaler = LossScaler("dynamic", 1024.0, factor=2.0, window=3)
     scaler.update(False)
     assert (scaler.scale, scaler.good_steps) == (512.0, 0)
     for _ in range(2):
@@ -125,13 +121,13 @@ def test_loss_scaler_modes():
     assert (scaler.scale, scaler.good_steps) == (512.0, 2)
     scaler.update(True)
     assert (scaler.scale, scaler.good_steps) == (1024.0, 0)
-    floor = trainer.LossScaler("dynamic", 2.0, factor=4.0, window=3)
+    floor = LossScaler("dynamic", 2.0, factor=4.0, window=3)
     floor.update(False)
     assert floor.scale == 1.0 and floor.at_floor
-    static = trainer.LossScaler.from_config(LossScaleConfig(loss_scale_mode="static", init_loss_scale=128))
+    static = LossScaler.from_config(LossScaleConfig(loss_scale_mode="static", init_loss_scale=128))
     static.update(False)
     assert static.scale == 128.0
-    assert trainer.LossScaler.from_config(LossScaleConfig(loss_scale_mode="none")).scale == 1.0
+    assert LossScaler.from_config(LossScaleConfig(loss_scale_mode="none")).scale == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -289,15 +285,14 @@ def test_accumulating_two_micro_batches_equals_one_full_batch(full_run):
     saved = save()
     initial = snapshot(network)
 
-    full_totals, full_finite, full_norm = network.train_step.update(trainer.to_tensors(batch), 1.0 / tokens, 1.0,
+    full_totals, full_finite, full_norm = network.train_step.update(to_tensors(batch), 1.0 / tokens, 1.0,
                                                                     5e-3, 77, np.zeros(4))
     after_full = snapshot(network)
     restore(saved)
     assert_states_close(snapshot(network), initial, rtol=0, atol=0)
-    loss_sum, nll_sum, micro_tokens = network.train_step.accumulate(trainer.to_tensors(first), 1.0 / tokens, 77)
+    loss_sum, nll_sum, micro_tokens = network.train_step.accumulate(to_tensors(first), 1.0 / tokens, 77)
     partial = [float(loss_sum.asnumpy()), float(nll_sum.asnumpy()), float(micro_tokens.asnumpy()), 0.0]
-    totals, finite, norm = network.train_step.update(trainer.to_tensors(second), 1.0 / tokens, 1.0, 5e-3, 77,
-                                                     partial)
+    totals, finite, norm = network.train_step.update(to_tensors(second), 1.0 / tokens, 1.0, 5e-3, 77, partial)
     after_accumulation = snapshot(network)
 
     assert bool(full_finite.asnumpy()) and bool(finite.asnumpy())
@@ -319,9 +314,9 @@ def test_overflowing_update_is_skipped_and_halves_the_dynamic_scale(full_run):
     network = full_run[3].network
     batch = full_run[3].batches("finetune", 0).batch(1)
     before = snapshot(network)
-    scaler = trainer.LossScaler("dynamic", 1024.0, factor=2.0, window=5)
+    scaler = LossScaler("dynamic", 1024.0, factor=2.0, window=5)
     # An infinite loss weight stands for a loss scale too large for the gradients' float range.
-    totals, finite, _ = network.train_step.update(trainer.to_tensors(batch), float("inf"), 1.0 / scaler.scale, 5e-3,
+    totals, finite, _ = network.train_step.update(to_tensors(batch), float("inf"), 1.0 / scaler.scale, 5e-3,
                                                   0, np.zeros(4))
     scaler.update(bool(finite.asnumpy()))
     assert not bool(finite.asnumpy()) and scaler.scale == 512.0

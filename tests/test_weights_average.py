@@ -103,3 +103,16 @@ def test_cli_error_is_one_line_and_leaves_no_output(checkpoints, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "embedder.table" in lines[0]
     assert "Traceback" not in result.stderr and not os.path.exists(output)
+
+
+def test_cli_takes_a_space_separated_list_as_a_shell_glob_gives_it(checkpoints, tmp_path):
+    folder, manager, weights = checkpoints
+    paths = [os.path.join(folder, name) for name in manager.kept()]
+    spaced, commas = str(tmp_path / "spaced.npz"), str(tmp_path / "commas.npz")
+    assert run_script("--input_files", *paths, "--output_file", spaced).returncode == 0
+    assert run_script("--input_files", ",".join(paths), "--output_file", commas).returncode == 0
+    for output in (spaced, commas):
+        model = make_model(99)
+        ckpt.load_model_weights(model, output, vocab_checksum="v1")
+        for name, array in expected_mean(weights).items():
+            np.testing.assert_array_equal(ckpt.model_weights(model)[name], array, err_msg=name)

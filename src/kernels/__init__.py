@@ -2,7 +2,7 @@
 
 `layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, `dropout_op()` the counter-based
 dropout of `dropout.cc`, `bpe_library()` the ctypes library of
-`bpe.cc` (BPE apply on plain text, used by src/text.py). Each is None where it cannot be used: no C++ compiler with
+`bpe.cc` (BPE apply on plain text, used by src/bpe.py). Each is None where it cannot be used: no C++ compiler with
 OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings and equivalence tests). The
 shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
 source and the compile command, written to a temporary name and renamed, so concurrent ranks never see half a file.

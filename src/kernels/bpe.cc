@@ -1,9 +1,8 @@
 // BPE apply for plain text (single spaces between words, "\n" line ends), byte for byte as `subword-nmt apply-bpe`.
-// Why hand-written: subword-nmt spends ~2 us of Python per token; the NumPy path of src/text.py removes the per-token
-// Python step but still makes a dozen passes over the text and encodes new words in NumPy rounds. Here one pass
-// looks each token up in a cache of cut points and encodes a new word with subword_nmt.apply_bpe.encode's loop.
-// Called through ctypes (src/text.py: BpeApplier._apply_native); any text this code does not handle exactly returns
-// a "not handled" code and the Python paths take it.
+// Why hand-written: subword-nmt spends ~2 us of Python per token. Here one pass looks each token up in a cache of cut
+// points and encodes a new word with subword_nmt.apply_bpe.encode's loop.
+// Called through ctypes (src/bpe.py: _NativeBpe); any text this code does not handle exactly returns a "not handled"
+// code, and src/bpe.py gives those lines to subword-nmt itself.
 #include <cstdint>
 #include <cstring>
 #include <string>

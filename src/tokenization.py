@@ -1,0 +1,124 @@
+"""Word tokenization of raw corpus files (tokenize_corpus.py), with the line policies below.
+
+Every input line gives exactly one output line, so parallel files (article/title, source/target) stay aligned:
+- lines are split at "\\n" only (as `wc -l` counts them); a last line without "\\n" is still a line,
+  and every output line ends with "\\n";
+- CRLF or CR line end: the trailing "\\r" is stripped (counted as `crlf`); other white space, including a
+  stray "\\r" inside a line, separates tokens;
+- invalid UTF-8: each undecodable byte becomes U+FFFD and the rest of the line is kept (`invalid_utf8`);
+- more than `max_chars` characters: emitted as an empty line (`too_long`), so that one runaway line
+  (a table, a binary blob) cannot stall a worker;
+- empty or white-space-only line: empty output line (`empty`).
+"""
+import collections
+import os
+import sys
+
+from src.corpus_files import find_text_files, iter_line_blocks, output_paths
+from src.errors import UserError, atomic_outputs
+from src.progress import progress_bar
+from src.workers import ordered_map, process_pool
+
+TOKENIZERS = ("nltk", "jieba")
+STAT_KEYS = ("files", "lines", "tokens", "empty", "crlf", "invalid_utf8", "too_long")
+
+_TOKENIZER_CACHE = {}
+
+
+def get_tokenizer(name):
+    """A function str -> list of tokens. Both work offline: no nltk data package is needed."""
+    if name in _TOKENIZER_CACHE:
+        return _TOKENIZER_CACHE[name]
+    if name == "nltk":
+        # nltk.word_tokenize would first split sentences with punkt, whose model is a separate download;
+        # NLTKWordTokenizer is the rule-based (regex) word tokenizer behind it and needs no data files.
+        from nltk.tokenize import NLTKWordTokenizer
+        tokenize = NLTKWordTokenizer().tokenize
+    elif name == "jieba":
+        import logging
+
+        import jieba
+        jieba.setLogLevel(logging.WARNING)  # silences "Building prefix dict ..." on every worker start
+        jieba.initialize()
+
+        def tokenize(text):
+            return [token for piece in jieba.cut(text) for token in piece.split()]
+    else:
+        raise UserError(f"unknown tokenizer {name!r}: expected one of {', '.join(TOKENIZERS)}")
+    _TOKENIZER_CACHE[name] = tokenize
+    return tokenize
+
+
+def tokenize_line(raw, tokenize, max_chars, stats):
+    """One raw line (bytes, without its "\\n") -> the space-joined tokens; applies the line policies.
+
+    `stats` (a Counter) gets lines, tokens, empty, crlf, invalid_utf8 and too_long added.
+    """
+    stats["lines"] += 1
+    if raw.endswith(b"\r"):
+        raw = raw.rstrip(b"\r")
+        stats["crlf"] += 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        stats["invalid_utf8"] += 1
+    if len(text) > max_chars:
+        stats["too_long"] += 1
+        return ""
+    # str.split() afterwards: no token may hold white space, or the vocabulary could not store it.
+    tokens = [part for token in tokenize(text) for part in token.split()] if not text.isspace() else []
+    if not tokens:
+        stats["empty"] += 1
+        return ""
+    stats["tokens"] += len(tokens)
+    return " ".join(tokens)
+
+
+def tokenize_block(lines, tokenizer_name, max_chars):
+    """Worker task: raw lines -> (output text, one "\\n"-terminated line per input line; stats Counter)."""
+    tokenize = get_tokenizer(tokenizer_name)
+    stats = collections.Counter()
+    out = [tokenize_line(raw, tokenize, max_chars, stats) for raw in lines]
+    return "".join(line + "\n" for line in out), stats
+
+
+def _tokenize_task(task):
+    block, size, tokenizer, max_chars = task
+    text, stats = tokenize_block(block, tokenizer, max_chars)
+    return text, stats, size
+
+
+def tokenize_files(folders, output_folder, tokenizer="nltk", pool_size=2, max_chars=10000,
+                   lines_per_block=2000, progress=True):
+    """Tokenizes every .txt file of `folders` into OUTPUT_FOLDER/<same name>; returns the stats Counter.
+
+    Outputs are written atomically, all of them or none. The progress bar shows only when stderr is a
+    terminal: logs and pipes, and the one-line errors read from them, stay free of bar updates.
+    """
+    if tokenizer not in TOKENIZERS:
+        raise UserError(f"unknown tokenizer {tokenizer!r}: expected one of {', '.join(TOKENIZERS)}")
+    if pool_size < 1:
+        raise UserError(f"--pool_size must be >= 1, got {pool_size}")
+    if max_chars < 1:
+        raise UserError(f"--max_chars must be >= 1, got {max_chars}")
+    files = find_text_files(folders)
+    outputs = output_paths(files, output_folder)
+    stats = collections.Counter({key: 0 for key in STAT_KEYS})
+    get_tokenizer(tokenizer)  # loaded once here, inherited by forked workers (jieba takes ~1 s)
+    total_bytes = sum(os.path.getsize(path) for path in files)
+    bar = progress_bar(total_bytes, "tokenize", unit="B", enabled=progress and sys.stderr.isatty(), unit_scale=True)
+    with process_pool(pool_size) as pool, atomic_outputs(outputs) as temporaries, bar:
+        for path, temporary in zip(files, temporaries):
+            tasks = ((block, size, tokenizer, max_chars) for block, size in iter_line_blocks(path, lines_per_block))
+            with open(temporary, "w", encoding="utf-8", newline="") as out:
+                for text, block_stats, block_bytes in ordered_map(pool, _tokenize_task, tasks):
+                    out.write(text)
+                    stats.update(block_stats)
+                    bar.update(block_bytes)
+            stats["files"] += 1
+    return stats
+
+
+def format_stats(stats, keys=STAT_KEYS):
+    return " ".join(f"{key}={stats.get(key, 0)}" for key in keys)
