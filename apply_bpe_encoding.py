@@ -14,7 +14,7 @@ import argparse
 import os
 
 from src.dictionary import build_vocabulary
-from src.errors import UserError, run_cli
+from src.errors import UserError, check_output_file, check_output_folder, run_cli
 from src.bpe import apply_bpe_files, load_bpe_codes
 from src.corpus_files import find_text_files, output_paths
 
@@ -41,6 +41,8 @@ def main(args):
         raise UserError(f"--pad_to_multiple must be >= 1, got {args.pad_to_multiple}")
     if "/" in args.prefix or args.prefix.startswith("."):
         raise UserError(f"--prefix must be a plain name part, got {args.prefix!r}")
+    check_output_folder(args.output_folder, "--output_folder")
+    check_output_file(args.vocab_path, "--vocab_path")
     codes = load_bpe_codes(args.codes)
     sources = find_text_files([args.src_folder])
     if os.path.realpath(args.output_folder) == os.path.realpath(args.src_folder):

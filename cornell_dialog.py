@@ -24,7 +24,7 @@ import numpy as np
 from src.builders import build_pair_record_sets, format_counts
 from src.cli_args import add_pair_builder_arguments, check_pair_builder_arguments
 from src.dictionary import Dictionary
-from src.errors import UserError, atomic_open, require_file, require_folder, run_cli
+from src.errors import UserError, atomic_outputs, check_output_folder, require_file, require_folder, run_cli
 
 SEPARATOR = re.compile(r" ?\+\+\+\$\+\+\+ ?")
 
@@ -110,20 +110,27 @@ def _find_raw_file(folder, stem):
     return matches[0]
 
 
-def write_pair_files(folder, name, pairs):
-    for side, suffix in ((0, "src"), (1, "tgt")):
-        with atomic_open(os.path.join(folder, f"{name}.{suffix}.txt")) as handle:
-            handle.writelines(pair[side] + "\n" for pair in pairs)
+SPLITS = ("train", "valid", "test")
+
+
+def pair_file_names():
+    return [f"{name}.{side}.txt" for name in SPLITS for side in ("src", "tgt")]
 
 
 def build_pair_files(raw_folder, pairs_output, valid_size, test_size, seed, stride=1):
+    """Writes the six pair files together (all or none), after checking every output can be written."""
     require_folder(raw_folder, "raw corpus folder")
+    check_output_folder(pairs_output, "--pairs_output", files=pair_file_names())
     pairs, counts = parse_raw_corpus(_find_raw_file(raw_folder, "movie_lines"),
                                      _find_raw_file(raw_folder, "movie_conversations"), stride=stride)
     splits = split_pairs(len(pairs), valid_size, test_size, seed)
-    for name, indices in zip(("train", "valid", "test"), splits):
-        write_pair_files(pairs_output, name, [pairs[i] for i in indices])
-        counts[name] = len(indices)
+    paths = [os.path.join(pairs_output, name) for name in pair_file_names()]
+    with atomic_outputs(paths) as temporaries:
+        for number, (name, indices) in enumerate(zip(SPLITS, splits)):
+            for side in (0, 1):
+                with open(temporaries[2 * number + side], "w", encoding="utf-8") as handle:
+                    handle.writelines(pairs[i][side] + "\n" for i in indices)
+            counts[name] = len(indices)
     print(format_counts("cornell pairs", counts) + f" output={pairs_output}")
     return counts
 

@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from src.errors import UserError, atomic_open, require_file, run_cli
+from src.errors import UserError, atomic_outputs, check_output_file, require_file, run_cli
 
 
 def parse_args(argv=None):
@@ -67,6 +67,8 @@ def main(args):
     from src.dictionary import Dictionary, check_vocabulary_fits
     config = load_config(args.config, args.set)
     model_config = config.model_config
+    for path in (args.output, scores_path(args.output)):
+        check_output_file(path)
     vocab = Dictionary.load_from_persisted_dict(require_file(args.vocab, "vocabulary file"))
     check_vocabulary_fits(vocab, args.vocab, model_config.vocab_size)
     checkpoint = args.checkpoint or config.checkpoint_options.existed_ckpt
@@ -79,8 +81,6 @@ def main(args):
     batch_size = args.batch_size or config.dataset_config.batch_size
     for path in (args.reference,) if args.reference else ():
         require_file(path, "reference file")
-
-    import mindspore as ms
 
     from src.checkpoint import load_model_weights
     from src.dataset import iterate_batches, load_dataset
@@ -114,11 +114,12 @@ def main(args):
     summary.update(scores)
     summary["wall_time_s"] = round(time.perf_counter() - start, 3)
     summary["sentences_per_s"] = round(len(examples) / max(summary["wall_time_s"], 1e-9), 3)
-    with atomic_open(args.output) as handle:
-        handle.writelines(line + "\n" for line in lines)
-    with atomic_open(scores_path(args.output)) as handle:
-        json.dump(summary, handle, indent=2)
-        handle.write("\n")
+    with atomic_outputs([args.output, scores_path(args.output)]) as (lines_path, scores_file):
+        with open(lines_path, "w", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in lines)
+        with open(scores_file, "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+            handle.write("\n")
     shown = " ".join(f"{name}={value:.2f}" for name, value in scores.items() if isinstance(value, float))
     print(f"eval: {len(examples)} examples, {shown}, {summary['wall_time_s']:.1f} s -> {args.output}, "
           f"{scores_path(args.output)}")

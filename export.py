@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from src.errors import UserError, atomic_path, require_file, run_cli
+from src.errors import UserError, atomic_path, check_output_file, require_file, run_cli
 
 
 def parse_args(argv=None):
@@ -69,6 +69,7 @@ def main(args):
     if not checkpoint:
         raise UserError("no weights to export: pass --checkpoint or set checkpoint_options.existed_ckpt")
     require_file(checkpoint, "checkpoint")
+    check_output_file(args.output, "--output")
     source_length = args.source_length or model_config.seq_length
     target_length = args.target_length or model_config.seq_length
     if max(source_length, target_length) > model_config.max_position_embeddings:
@@ -80,9 +81,10 @@ def main(args):
 
     from src.beam_search import cached_decoder, search_from_config
     from src.checkpoint import load_model_weights
+    from src.device import setup_device
     from src.model import Seq2SeqModel
 
-    ms.set_device(args.device_target)
+    setup_device(args.device_target)
     model = Seq2SeqModel(model_config)
     load_model_weights(model, checkpoint)
     model.set_train(False)

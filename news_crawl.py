@@ -14,16 +14,15 @@ index counted over all input files), so the output is the same for any --process
 import argparse
 import collections
 import os
-import sys
 import time
 
-from tqdm import tqdm
-
-from src.builders import build_monolingual_records, filter_sentences, format_counts, read_text_lines
+from src.builders import (build_monolingual_records, check_record_set_output, filter_sentences, format_counts,
+                          read_text_lines)
 from src.cli_args import add_record_set_arguments
 from src.dictionary import Dictionary, build_vocabulary
-from src.errors import UserError, require_folder, run_cli
+from src.errors import UserError, check_output_folder, require_file, require_folder, run_cli
 from src.masking import LANGUAGE_MODELS
+from src.progress import progress_bar
 
 
 def parse_args(argv=None):
@@ -78,6 +77,13 @@ def main(args):
     started = time.time()
     vocab = Dictionary.load_from_persisted_dict(args.existed_vocab) if args.existed_vocab else None
     sources = args.input_files or folder_files(args.src_folder, args.suffix or "")
+    for path in sources:
+        require_file(path, "corpus file")
+    output = os.path.join(args.output_folder, f"news.{args.format}")
+    check_output_folder(args.output_folder, "--output_folder", files=["vocab.txt"])
+    check_record_set_output(output, args.format, args.num_shards)
+    if args.dict_folder:
+        check_output_folder(args.dict_folder, "--dict_folder", files=["vocab.txt"])
     lines = []
     for path in sources:
         lines.extend(read_text_lines(path, "corpus file"))
@@ -88,8 +94,7 @@ def main(args):
                         f"{args.max_len - 1} tokens")
     if vocab is None:
         vocab = build_vocabulary(sentence_token_counts(items), pad_to_multiple=8)
-    output = os.path.join(args.output_folder, f"news.{args.format}")
-    with tqdm(total=len(items), desc="news records", unit="sent", file=sys.stderr, disable=None) as progress:
+    with progress_bar(total=len(items), desc="news records", unit="sent") as progress:
         paths, unknown = build_monolingual_records(items, vocab, path=output, language_model=args.language_model,
                                                    mask_ratio=args.mask_ratio, seed=args.seed, format=args.format,
                                                    num_shards=args.num_shards, processes=args.processes,

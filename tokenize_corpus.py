@@ -10,7 +10,7 @@ counted in the closing summary line. Outputs are written atomically: all of them
 """
 import argparse
 
-from src.errors import run_cli
+from src.errors import check_output_folder, run_cli
 from src.tokenization import TOKENIZERS, format_stats, tokenize_files
 
 
@@ -29,6 +29,7 @@ def parse_args(argv=None):
 
 def main(args):
     folders = [folder for folder in args.corpus_folder.split(",") if folder]
+    check_output_folder(args.output_folder, "--output_folder")
     stats = tokenize_files(folders, args.output_folder, args.tokenizer, args.pool_size, args.max_chars)
     print(f"tokenized into {args.output_folder}: {format_stats(stats)}")
 

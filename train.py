@@ -10,7 +10,7 @@ SIGTERM (or --max_updates) stops at the next update with a checkpoint and exit s
 import argparse
 import os
 
-from src.errors import run_cli
+from src.errors import check_output_folder, run_cli
 
 
 def parse_args(argv=None):
@@ -56,6 +56,7 @@ def main(args):
     os.environ.setdefault("GLOG_v", "3")
     from config.config import load_config
     config = load_config(args.config, args.set)
+    check_output_folder(args.output, "--output run folder")
     checksum = vocabulary_checksum(args.vocab or config.dataset_config.vocab, config.model_config.vocab_size)
     from src.device import init_data_parallel, setup_device
     from src.trainer import train_and_evaluate

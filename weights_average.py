@@ -10,7 +10,7 @@
 import argparse
 import os
 
-from src.errors import UserError, require_folder, run_cli
+from src.errors import UserError, check_output_file, require_file, require_folder, run_cli
 
 
 def parse_args(argv=None):
@@ -87,6 +87,9 @@ def main(args):
         paths = folder_checkpoints(args.input_folder, args.last)
     if not args.output_file.endswith((".npz", ".ckpt")):
         raise UserError(f"--output_file {args.output_file}: expected a .npz or .ckpt name")
+    check_output_file(args.output_file, "--output_file")
+    for path in paths:
+        require_file(path, "checkpoint")
     averaged, metadata = _average(paths)
     write_checkpoint(args.output_file, averaged, {"kind": "weights", "averaged_from": paths,
                                                    "vocab_checksum": metadata.get("vocab_checksum", ""),

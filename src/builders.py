@@ -7,14 +7,13 @@ number of processes.
 import dataclasses
 import functools
 import os
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from src.dictionary import EOS_ID, UNK_ID
-from src.errors import UserError, require_file
+from src.errors import UserError, check_output_file, check_output_folder, require_file
 from src.masking import make_pair_example, mask_sentence
+from src.progress import progress_bar
 from src.records import (import_writer, infer_format, shard_bounds, shard_paths, staged_record_set,
                          validate_examples, write_records, write_shard)
 from src.workers import ordered_map, process_pool
@@ -80,9 +79,9 @@ def build_pair_examples(sources, targets, vocab, *, max_len, train, noise_prob=0
     counts = dict(pairs=len(sources), kept=0, dropped_empty=0, dropped_source_too_long=0,
                   dropped_target_too_long=0, truncated_source=0, truncated_target=0, unknown_tokens=0)
     examples = []
-    pairs = tqdm(zip(sources, targets), total=len(sources), desc="encoding pairs", unit="pair", file=sys.stderr,
-                 disable=None, leave=False)
-    for index, (source_line, target_line) in enumerate(pairs):
+    bar = progress_bar(total=len(sources), desc="encoding pairs", unit="pair", leave=False)
+    for index, (source_line, target_line) in enumerate(zip(sources, targets)):
+        bar.update(1)
         source_tokens, target_tokens = source_line.split(), target_line.split()
         if token_map:
             source_tokens = [token_map.get(t, t) for t in source_tokens]
@@ -107,14 +106,26 @@ def build_pair_examples(sources, targets, vocab, *, max_len, train, noise_prob=0
         rng = np.random.default_rng([seed, index]) if noise > 0 else None
         examples.append(make_pair_example(source_ids, target_ids, rng=rng, noise_prob=noise))
     counts["kept"] = len(examples)
+    bar.close()
     return examples, counts
+
+
+def check_record_set_output(path, format, num_shards):
+    """Before any work: every file a record set PATH of `num_shards` shards may write can be written."""
+    for shard in shard_paths(path, num_shards):
+        check_output_file(shard, "record file")
+        if format == "mindrecord":
+            check_output_file(shard + ".db", "record index file")
 
 
 def build_pair_record_sets(splits, vocab, *, output_folder, prefix, max_len, noise_prob, seed, format,
                            num_shards=1, token_map=None, processes=1):
     """Builds OUTPUT/{prefix}_{split}.{format} for each (split, source file, target file, is_train); returns
     {split: counts}, each ending with output=(first record file). Every input is read and checked before anything
-    is written."""
+    is written, and every output is checked to be writable first."""
+    check_output_folder(output_folder, "--output_folder")
+    for name, *_ in splits:
+        check_record_set_output(os.path.join(output_folder, f"{prefix}_{name}.{format}"), format, num_shards)
     texts = [(name, read_pair_files(source, target), train) for name, source, target, train in splits]
     built = []
     for name, (sources, targets), train in texts:

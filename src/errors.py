@@ -28,21 +28,50 @@ def atomic_path(path):
 
     Readers never see a half-written file, and a failed run leaves no output behind.
     """
+    check_output_file(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
+    created = _make_folders(folder)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(handle)
+    done = False
     try:
         yield temporary
         os.replace(temporary, path)
+        done = True
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if not done:
+            _remove_empty(created)
+
+
+def _make_folders(folder):
+    """os.makedirs(folder, exist_ok=True); returns the folders it created, deepest first."""
+    created = []
+    while not os.path.isdir(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    for path in reversed(created):
+        os.makedirs(path, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders):
+    """Removes the folders a failed run created, deepest first, as long as they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
 def atomic_outputs(paths):
-    """Temporary paths for several outputs; all are renamed into place only if the whole block succeeds."""
+    """Temporary paths for several outputs; all are renamed into place only if the whole block succeeds.
+
+    Every output is checked before the block runs (atomic_path's check_output_file), so the renames at its end
+    cannot fail on a folder in the way or a missing parent: one run's outputs appear all together or not at all.
+    """
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_path(path)) for path in paths]
 
@@ -57,6 +86,8 @@ def atomic_open(path, mode="w", encoding="utf-8"):
 
 def require_file(path, what="file"):
     """Raises a UserError unless `path` is a readable regular file."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a folder; expected a file")
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     if not os.access(path, os.R_OK):
@@ -65,6 +96,48 @@ def require_file(path, what="file"):
 
 
 def require_folder(path, what="folder"):
+    """Raises a UserError unless `path` is a folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} is a file; expected a folder")
     if not os.path.isdir(path):
         raise UserError(f"{what} not found: {path}")
+    return path
+
+
+def _check_can_create(path, what):
+    """UserError unless `path` (absent) can be created: its nearest existing ancestor is a writable folder."""
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise UserError(f"{what} {path} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} cannot be created: folder {ancestor} is not writable")
+
+
+def check_output_file(path, what="output file"):
+    """Checks, before any work, that `path` can be written as a file (an existing file is replaced at the end)."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a folder; expected a file path")
+    if os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{what} {path} cannot be replaced: folder {folder} is not writable")
+    else:
+        _check_can_create(path, what)
+    return path
+
+
+def check_output_folder(path, what="output folder", files=()):
+    """Checks, before any work, that `path` is or can become a writable folder, and that each of `files` (names
+    inside it) can be written there."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} is a file; expected a folder")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{what} {path} is not writable")
+    else:
+        _check_can_create(path, what)
+    for name in files:
+        check_output_file(os.path.join(path, name))
     return path

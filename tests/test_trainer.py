@@ -174,7 +174,7 @@ def read_metrics(run):
         return [json.loads(line) for line in handle]
 
 
-def test_loss_falls_on_a_real_corpus(full_run):
+def test_copy_task_of_sample_headlines_learns_with_the_logged_schedule(full_run):
     run, summary, console, _ = full_run
     records = read_metrics(run)
     train = [r for r in records if r["type"] == "train"]
@@ -437,3 +437,44 @@ def test_plot_metrics_writes_a_png(full_run, tmp_path):
     with pytest.raises(UserError) as error:
         read_records(str(bad))
     assert f"{bad}:2" in str(error.value)
+
+
+# The config.json of the MindSpore model zoo's MASS port, key for key and value for value.
+MODEL_ZOO_CONFIG = {
+    "dataset_config": {"epochs": 20, "batch_size": 192, "pre_train_dataset": "", "fine_tune_dataset": "",
+                       "test_dataset": "", "valid_dataset": "", "dataset_sink_mode": False, "dataset_sink_step": 100},
+    "model_config": {"random_seed": 100, "save_graphs": False, "seq_length": 64, "vocab_size": 45744,
+                     "hidden_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 8, "intermediate_size": 4096,
+                     "hidden_act": "relu", "hidden_dropout_prob": 0.2, "attention_dropout_prob": 0.2,
+                     "max_position_embeddings": 64, "initializer_range": 0.02, "label_smoothing": 0.1,
+                     "beam_width": 4, "length_penalty_weight": 1.0, "max_decode_length": 64,
+                     "input_mask_from_dataset": True},
+    "loss_scale_config": {"init_loss_scale": 65536, "loss_scale_factor": 2, "scale_window": 200},
+    "learn_rate_config": {"optimizer": "adam", "lr": 1e-4, "lr_scheduler": "poly", "poly_lr_scheduler_power": 0.5,
+                          "decay_steps": 10000, "decay_start_step": 12000, "warmup_steps": 4000, "min_lr": 1e-6},
+    "checkpoint_options": {"existed_ckpt": "", "save_ckpt_steps": 2500, "keep_ckpt_max": 50, "ckpt_prefix": "ckpt",
+                           "ckpt_path": "checkpoints"},
+}
+
+
+def test_model_zoo_config_trains_and_save_graphs_writes_the_graphs(corpus, tmp_path):
+    folder, _, vocab = corpus
+    config = tmp_path / "model_zoo.json"
+    config.write_text(json.dumps(MODEL_ZOO_CONFIG, indent=2))
+    run = tmp_path / "run"
+    # The file as it is, shrunk only in model size (a paper-size step takes minutes on CPU) and given the data.
+    result = run_train("--config", str(config), "--output", str(run), "--max_updates", "1", "--no_plot",
+                       "--set", f"model_config.vocab_size={len(vocab)}", "--set", "hidden_size=16",
+                       "--set", "num_hidden_layers=1", "--set", "intermediate_size=32", "--set",
+                       "num_attention_heads=2", "--set", "batch_size=10", "--set", "model_config.save_graphs=true",
+                       "--set", f"dataset_config.fine_tune_dataset={folder / 'train.mindrecord'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model_config"]["input_mask_from_dataset"] is True
+    assert saved["learn_rate_config"]["lr_scheduler"] == "poly"
+    graphs = [name for _, _, names in os.walk(run / "graphs") for name in names if name.endswith(".ir")]
+    assert graphs, "save_graphs wrote no IR files into RUN/graphs"
+    refused = run_train("--config", str(config), "--output", str(tmp_path / "refused"),
+                        "--set", "model_config.input_mask_from_dataset=false")
+    assert refused.returncode == 2 and "model_config.input_mask_from_dataset: must be true" in refused.stderr
+
