@@ -4,9 +4,10 @@
         [--checkpoint CKPT] [--test_dataset RECORDS] [--reference TITLES] [--batch_size N] [--set KEY=VALUE ...]
 
 rouge: every test example is decoded (none dropped, input order kept) with the config's beam settings
-(model_config.beam_width, length_penalty_weight, max_decode_length, min_decode_length, no_repeat_ngram_size);
-OUTPUT gets one hypothesis per line, BPE removed. References: --reference (one title per line, BPE removed
-if present) or else the records' targets decoded with the vocabulary (truncated by the record builder when long).
+(model_config.beam_width, length_penalty_weight, max_decode_length, min_decode_length, no_repeat_ngram_size,
+unk_penalty), never emitting <pad> <s> <mask> or the vocabulary's fillers; OUTPUT gets one hypothesis per line,
+BPE removed. References: --reference (one title per line, BPE removed if present) or else the records' targets
+decoded with the vocabulary (truncated by the record builder when long).
 ppl: OUTPUT gets one line per example, `nll<TAB>tokens` (its summed -log p and target tokens, </s> included).
 Either way OUTPUT.json holds the scores, the number of examples, the decode settings and the wall time.
 Both files are written only when everything succeeded.
@@ -131,7 +132,7 @@ def evaluate_rouge(model, model_config, vocab, examples, batches, references, us
     from src.metrics import UNKNOWN_TOKEN, rouge_scores
     from src.metrics import remove_bpe
 
-    search = search_from_config(model_config, num_symbols=len(vocab))
+    search = search_from_config(model_config, vocab)  # never emits the vocabulary's fillers nor ids past its end
     decoder = cached_decoder(model, search)
     hypotheses = decode_batches(decoder, batches, len(examples), progress)
     lines = [remove_bpe(vocab.decode(tokens)) for tokens in hypotheses]
@@ -141,7 +142,7 @@ def evaluate_rouge(model, model_config, vocab, examples, batches, references, us
                          "max_decode_length": search.max_decode_length,
                          "min_decode_length": search.min_decode_length,
                          "no_repeat_ngram_size": search.no_repeat_ngram_size,
-                         "early_stopping": search.early_stopping}
+                         "early_stopping": search.early_stopping, "unk_penalty": search.unk_penalty}
     summary["rouge"] = {"package": "rouge-score", "stemming": use_stemmer,
                         "unknown_words": f"<unk> and UNK scored as '{UNKNOWN_TOKEN}'"}
     return lines, rouge_scores(references, lines, use_stemmer=use_stemmer)

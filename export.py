@@ -5,7 +5,9 @@
 --graph beam (default): the whole beam search - encoder, cross-attention keys/values, the `while` loop of cached
 decoder steps and the search rules - as one graph: source_ids int32 [batch_size, source_length] ->
 (sequences int32 [batch_size, beam_width, max_decode_length], scores float32 [batch_size, beam_width]), best
-first, tokens after </s> are 0; settings from model_config (beam_width, length_penalty_weight, ...).
+first, tokens after </s> are 0; settings from model_config (beam_width, length_penalty_weight, ...). It never
+emits <pad> <s> <mask>; with --vocab (the vocabulary eval.py gets) neither the vocabulary's fillers nor ids past
+its end, as eval.py decodes.
 --graph logits: the teacher-forced model: (source_ids [batch_size, source_length], decoder_input_ids and
 decoder_positions [batch_size, target_length]) -> logits [batch_size, target_length, vocab_size].
 Shapes are static: pad sources with 0 to source_length (default model_config.seq_length).
@@ -28,6 +30,8 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", default=None, help="model weights .ckpt/.npz (default "
                         "checkpoint_options.existed_ckpt)")
     parser.add_argument("--output", required=True, help="MINDIR file to write (.mindir appended if missing)")
+    parser.add_argument("--vocab", default=None, help="vocabulary file: the beam graph never emits its fillers or "
+                        "ids past its end (as eval.py)")
     parser.add_argument("--graph", choices=("beam", "logits"), default="beam")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--source_length", type=int, default=None, help="default model_config.seq_length")
@@ -70,6 +74,11 @@ def main(args):
         raise UserError("no weights to export: pass --checkpoint or set checkpoint_options.existed_ckpt")
     require_file(checkpoint, "checkpoint")
     check_output_file(args.output, "--output")
+    vocab = None
+    if args.vocab:
+        from src.dictionary import Dictionary, check_vocabulary_fits
+        vocab = Dictionary.load_from_persisted_dict(require_file(args.vocab, "vocabulary file"))
+        check_vocabulary_fits(vocab, args.vocab, model_config.vocab_size)
     source_length = args.source_length or model_config.seq_length
     target_length = args.target_length or model_config.seq_length
     if max(source_length, target_length) > model_config.max_position_embeddings:
@@ -86,10 +95,10 @@ def main(args):
 
     setup_device(args.device_target)
     model = Seq2SeqModel(model_config)
-    load_model_weights(model, checkpoint)
+    load_model_weights(model, checkpoint, vocab.checksum() if vocab is not None else "")
     model.set_train(False)
     # The logits graph is the model's own construct(source_ids, decoder_input_ids, decoder_positions).
-    network = cached_decoder(model, search_from_config(model_config)) if args.graph == "beam" else model
+    network = cached_decoder(model, search_from_config(model_config, vocab)) if args.graph == "beam" else model
     inputs = [ms.Tensor(array) for array in sample_inputs(args.graph, model_config, args.batch_size, source_length,
                                                           target_length)]
     expected = network(*inputs)

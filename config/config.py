@@ -79,6 +79,9 @@ class ModelConfig:
     compute_type: str = "float32"    # float16 mixed precision on GPU/Ascend
     min_decode_length: int = 0
     no_repeat_ngram_size: int = 0
+    # Beam search subtracts this from <unk>'s log-probability at every step (fairseq's --unkpen): 0 leaves the
+    # scores as they are, larger values make hypotheses with <unk> rarer.
+    unk_penalty: float = 0.0
     # true: dropout masks hashed from (micro-batch, position), so a resumed run repeats them bit for bit; on CPU it
     # costs ~40% step time and ~2x compile time, hence off by default (resume is exact apart from the masks).
     resumable_dropout: bool = False
@@ -104,6 +107,7 @@ class ModelConfig:
         _check(0 <= self.min_decode_length < self.max_decode_length, "model_config.min_decode_length",
                "must be >= 0 and below max_decode_length")
         _check(self.no_repeat_ngram_size >= 0, "model_config.no_repeat_ngram_size", "must be >= 0")
+        _check(0.0 <= self.unk_penalty < float("inf"), "model_config.unk_penalty", "must be a finite number >= 0")
         _check(self.input_mask_from_dataset, "model_config.input_mask_from_dataset",
                "must be true: attention masks always come from the padding ids (false, attending to padding, "
                "is not supported)")

@@ -19,7 +19,9 @@ shapes fixed; B sentences, k = beam_width, L = max_decode_length):
 
 Conventions: a hypothesis's length counts its generated tokens including </s> (not <s>); its score is
 log P / ((5 + length) / 6) ** length_penalty_weight (GNMT). Outputs hold at most L tokens including </s>.
-<pad> and <s> are never generated; </s> is forbidden while fewer than min_decode_length tokens were generated.
+<pad>, <s>, <mask>, the ids given as forbidden_ids (a vocabulary's fillers) and ids >= num_symbols are never
+generated; </s> is forbidden while fewer than min_decode_length tokens were generated; <unk>'s log-probability is
+lowered by unk_penalty at every step (fairseq's --unkpen; scores include the penalty).
 With early_stopping (the default, fairseq's rule) a </s> candidate is finished only if it ranks among the
 step's top k, and a sentence is done once k hypotheses finished: beam 1 is then exactly greedy decoding.
 Without it (flax's rule) every </s> candidate among the top 2k competes for the finished store, and a sentence
@@ -31,7 +33,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.dictionary import BOS_ID, EOS_ID, PAD_ID
+from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID
 
 # The score of an empty beam slot, and the log-probability added to a forbidden token. Finite, so that sums and
 # differences of such scores never produce NaN; far below any real cumulative log-probability, however many steps
@@ -90,13 +92,20 @@ class BeamSearch(nn.Cell):
     """The search logic on fixed-shape tensors: `init_state`, `update`, `is_running`, `finalize`."""
 
     def __init__(self, beam_width, max_decode_length, vocab_size, length_penalty_weight=1.0, min_decode_length=0,
-                 no_repeat_ngram_size=0, early_stopping=True, num_symbols=None):
-        """num_symbols: ids from it up to vocab_size (model rows no vocabulary symbol uses) are never generated."""
+                 no_repeat_ngram_size=0, early_stopping=True, num_symbols=None, forbidden_ids=(), unk_penalty=0.0):
+        """num_symbols: ids from it up to vocab_size (model rows no vocabulary symbol uses) are never generated;
+        forbidden_ids: more ids never generated (`Dictionary.never_generated_ids()`: its fillers; <pad>, <s> and
+        <mask> are always forbidden); unk_penalty: subtracted from <unk>'s log-probability at every step."""
         super().__init__()
         if beam_width < 1 or max_decode_length < 1:
             raise ValueError("beam_width and max_decode_length must be >= 1")
         if not 0 <= min_decode_length < max_decode_length:
             raise ValueError("min_decode_length must be >= 0 and below max_decode_length")
+        forbidden_ids = sorted({int(i) for i in forbidden_ids} | {PAD_ID, BOS_ID, MASK_ID})
+        if forbidden_ids[0] < 0 or forbidden_ids[-1] >= vocab_size or EOS_ID in forbidden_ids:
+            raise ValueError(f"forbidden_ids must be ids in [0, {vocab_size}) other than </s> ({EOS_ID})")
+        if not 0.0 <= unk_penalty < float("inf"):
+            raise ValueError(f"unk_penalty must be a finite number >= 0, got {unk_penalty}")
         self.beam_width = beam_width
         self.max_decode_length = max_decode_length
         self.vocab_size = vocab_size
@@ -104,13 +113,17 @@ class BeamSearch(nn.Cell):
         self.min_decode_length = min_decode_length
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.early_stopping = early_stopping
+        self.unk_penalty = float(unk_penalty)
         # An upper bound on the normalised score any live hypothesis can still reach (log-probs only fall):
         # its cumulative log-prob divided by the largest penalty (alpha >= 0).
         self.max_penalty = float(length_penalty(max_decode_length, self.alpha))
-        never = np.zeros(vocab_size, np.float32)
-        never[[PAD_ID, BOS_ID]] = IMPOSSIBLE_SCORE
-        never[num_symbols or vocab_size:] = IMPOSSIBLE_SCORE
-        self.never_generated = ms.Tensor(never)
+        # Added to every step's log-probs: IMPOSSIBLE_SCORE on tokens never generated, -unk_penalty on <unk>
+        # (0 by default, and adding 0 changes no score).
+        token_bias = np.zeros(vocab_size, np.float32)
+        token_bias[UNK_ID] = -self.unk_penalty
+        token_bias[forbidden_ids] = IMPOSSIBLE_SCORE
+        token_bias[num_symbols or vocab_size:] = IMPOSSIBLE_SCORE
+        self.token_bias = ms.Tensor(token_bias)
         eos_only = np.zeros(vocab_size, np.float32)
         eos_only[EOS_ID] = IMPOSSIBLE_SCORE
         self.eos_forbidden = ms.Tensor(eos_only)
@@ -140,7 +153,7 @@ class BeamSearch(nn.Cell):
         batch_size, k = live_scores.shape
         vocab = self.vocab_size
         length = self.max_decode_length
-        log_probs = log_probs.astype(ms.float32) + self.never_generated
+        log_probs = log_probs.astype(ms.float32) + self.token_bias
         eos_blocked = (step < self.min_decode_length).astype(ms.float32)
         log_probs = log_probs + self.eos_forbidden * eos_blocked
         if self.no_repeat_ngram_size > 0:
@@ -298,11 +311,14 @@ class BeamSearchDecoder(nn.Cell):
         return self.search.finalize(state)
 
 
-def search_from_config(model_config, num_symbols=None, early_stopping=True):
-    """A `BeamSearch` with the decode settings of a `ModelConfig`; num_symbols: the vocabulary's size."""
+def search_from_config(model_config, vocab=None, early_stopping=True):
+    """A `BeamSearch` with the decode settings of a `ModelConfig`. With `vocab` (the Dictionary) it never emits
+    the vocabulary's fillers (`never_generated_ids`) nor ids past its end (model rows no symbol uses)."""
+    num_symbols, forbidden_ids = (len(vocab), vocab.never_generated_ids()) if vocab is not None else (None, ())
     return BeamSearch(model_config.beam_width, model_config.max_decode_length, model_config.vocab_size,
                       model_config.length_penalty_weight, model_config.min_decode_length,
-                      model_config.no_repeat_ngram_size, early_stopping, num_symbols)
+                      model_config.no_repeat_ngram_size, early_stopping, num_symbols, forbidden_ids,
+                      model_config.unk_penalty)
 
 
 def cached_decoder(model, search):

@@ -6,14 +6,21 @@ A checkpoint is a MindSpore `.ckpt` (or a NumPy `.npz`, weights only) holding
 - one JSON string `mass_metadata` (a `__metadata__` string array in .npz): phase, epoch, batch position, step,
   loss scale, the resolved config, the vocabulary checksum, ...
 
-Every file is written under a temporary name and renamed into place, so a crash never leaves half a checkpoint.
+Every file is written under the hidden temporary name .NAME.PID.tmp[.ckpt|.npz] (PID: the writing process) and
+renamed into place, so a crash never leaves half a checkpoint under a checkpoint's name. A writer killed mid-write
+(kill -9) cannot remove its temporary: `CheckpointManager` removes those of its folder when it starts, once their
+writer is gone.
 """
+import contextlib
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 
-from src.errors import UserError, atomic_open, require_file
+from src.errors import UserError, require_file
+from src.records import process_alive
 
 METADATA_KEY = "mass_metadata"
 NPZ_METADATA_KEY = "__metadata__"
@@ -159,15 +166,59 @@ def read_checkpoint(path):
     return weights, optimizer, metadata
 
 
+def _temporary_path(path):
+    """.NAME.PID.tmp beside PATH, ending with PATH's .ckpt/.npz suffix: MindSpore appends ".ckpt" to names without
+    it. MindSpore writes a .ckpt through a temporary of its own, .NAME.PID.tmp.tmp."""
+    folder, name = os.path.split(os.path.abspath(path))
+    suffix = next((suffix for suffix in WEIGHT_SUFFIXES if name.endswith(suffix)), "")
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp{suffix}")
+
+
+# .NAME.PID.tmp, .NAME.PID.tmp.ckpt / .npz (ours), .NAME.PID.tmp.tmp (MindSpore's, inside save_checkpoint)
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?:\.ckpt|\.npz|\.tmp)?")
+
+
+@contextlib.contextmanager
+def _replaced_atomically(path):
+    """Yields the temporary path to write; renames it onto PATH when the block succeeds, else removes it."""
+    temporary = _temporary_path(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        for leftover in (temporary, os.path.splitext(temporary)[0] + ".tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def remove_abandoned_temporaries(folder):
+    """Removes the temporaries of checkpoints (and of latest.json) in `folder` whose writer is no longer running:
+    what a process killed while writing leaves. A live writer's temporaries are left alone. Returns the removed
+    paths. (Liveness is asked of this machine: a folder shared between machines needs each run's own folder.)"""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        match = _TEMPORARY.fullmatch(name)
+        if not match or not (match["name"].endswith(WEIGHT_SUFFIXES) or match["name"] == POINTER_NAME):
+            continue
+        if process_alive(int(match["pid"])):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def write_checkpoint(path, arrays, metadata=None):
     """Writes {name: numpy array} (+ metadata JSON) to .ckpt or .npz atomically."""
     suffix = _suffix(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # MindSpore appends ".ckpt" to names without it, so the temporary name keeps the suffix.
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     metadata_text = json.dumps(metadata or {}, sort_keys=True)
-    try:
+    with _replaced_atomically(path) as temporary:
         if suffix == ".npz":
             with open(temporary, "wb") as handle:
                 np.savez(handle, **arrays, **{NPZ_METADATA_KEY: np.array(metadata_text)})
@@ -175,11 +226,14 @@ def write_checkpoint(path, arrays, metadata=None):
             import mindspore as ms
             entries = [{"name": name, "data": ms.Tensor(np.ascontiguousarray(array))} for name, array in arrays.items()]
             ms.save_checkpoint(entries, temporary, append_dict={METADATA_KEY: metadata_text})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
+
+
+def copy_checkpoint(source, target):
+    """Copies a checkpoint file to TARGET under a temporary name first (as write_checkpoint), e.g. a snapshot."""
+    with _replaced_atomically(target) as temporary:
+        shutil.copyfile(source, temporary)
+    return target
 
 
 def save_checkpoint(path, model, optimizer=None, metadata=None):
@@ -194,12 +248,14 @@ class CheckpointManager:
     """Training checkpoints in one folder: `{prefix}_{phase}_step{step}.ckpt`, the newest `keep_max` kept.
 
     `latest.json` names the kept files oldest first; it is rewritten (atomically) after each new file is complete,
-    so `latest()` never returns a half-written checkpoint.
+    so `latest()` never returns a half-written checkpoint. On start, the temporaries that killed writers left in
+    the folder are removed (`removed` lists them).
     """
 
     def __init__(self, folder, prefix, keep_max):
         self.folder, self.prefix, self.keep_max = folder, prefix, keep_max
         self.pointer = os.path.join(folder, POINTER_NAME)
+        self.removed = remove_abandoned_temporaries(folder)
 
     def kept(self):
         if not os.path.exists(self.pointer):
@@ -220,8 +276,9 @@ class CheckpointManager:
         path = save_checkpoint(os.path.join(self.folder, name), model, optimizer, metadata)
         kept = [kept_name for kept_name in self.kept() if kept_name != name] + [name]
         dropped, kept = kept[:-self.keep_max], kept[-self.keep_max:]
-        with atomic_open(self.pointer) as handle:
-            json.dump({"kept": kept}, handle, indent=1)
+        with _replaced_atomically(self.pointer) as temporary:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump({"kept": kept}, handle, indent=1)
         for old in dropped:
             old_path = os.path.join(self.folder, old)
             if os.path.exists(old_path):

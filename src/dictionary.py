@@ -1,5 +1,6 @@
 """Vocabulary with fixed special ids, persisted as plain text (one `symbol count` line per id)."""
 import hashlib
+import re
 
 import numpy as np
 
@@ -10,6 +11,7 @@ SPECIAL_SYMBOLS = (PAD, BOS, EOS, UNK, MASK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID, MASK_ID = range(5)
 # Symbols appended only to round the vocabulary size up to a multiple (fairseq's convention).
 FILLER_FORMAT = "madeupword{:04d}"
+_FILLER_NAME = re.compile(r"madeupword[0-9]{4,}")
 
 
 class Dictionary:
@@ -84,6 +86,16 @@ class Dictionary:
             self.add_symbol(FILLER_FORMAT.format(filler), 0)
             filler += 1
         return self
+
+    def filler_ids(self):
+        """Ids of the fillers `pad_to_multiple` appended: `madeupwordNNNN` symbols of count 0, wherever they sit
+        (a corpus word of that name keeps its count and is a real symbol)."""
+        return [i for i, (symbol, count) in enumerate(zip(self.symbols, self.counts))
+                if i >= len(SPECIAL_SYMBOLS) and count == 0 and _FILLER_NAME.fullmatch(symbol)]
+
+    def never_generated_ids(self):
+        """Ids a decoder must never emit: `<pad> <s> <mask>` and the fillers (`</s>` and `<unk>` it may)."""
+        return [PAD_ID, BOS_ID, MASK_ID] + self.filler_ids()
 
     @classmethod
     def from_counter(cls, counter):

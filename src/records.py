@@ -13,6 +13,7 @@ files to `ds.MindDataset([...])`.
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import re
 import shutil
@@ -180,14 +181,58 @@ def _stale_outputs(path):
     return [os.path.join(folder, name) for name in os.listdir(folder) if pattern.fullmatch(name)]
 
 
+def process_alive(pid):
+    """Whether process `pid` still runs on this machine (this process counts as alive). A killed child that its
+    parent has not waited for yet is a zombie: os.kill(pid, 0) still succeeds, so /proc is asked too."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+    except OSError:
+        return True  # no /proc (macOS): kill(pid, 0) is the answer
+
+
+def _staging_pattern(path):
+    """Names of PATH's staging folders: .NAME.PID.RANDOM (PID: the writing process)."""
+    return re.compile(re.escape("." + os.path.basename(path) + ".") + r"(\d+)\.[^.]+")
+
+
+def remove_abandoned_staging(path):
+    """Removes staging folders of PATH whose writer is gone (killed: kill -9, a crash, a power cut); those of a
+    live writer (another build of the same output running now) are left alone. Returns the removed folders."""
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern, removed = _staging_pattern(path), []
+    for name in os.listdir(folder):
+        match = pattern.fullmatch(name)
+        staging = os.path.join(folder, name)
+        if match and os.path.isdir(staging) and not process_alive(int(match.group(1))):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_record_set(path, format, num_shards):
     """Yields the temporary paths to write the shards to; when the block succeeds, renames them (and MindRecord's
     .db files) onto PATH / PATH0 .. PATH{N-1}, after removing stale shards of an earlier run. On failure nothing
-    appears under PATH's names."""
+    appears under PATH's names.
+
+    The shards are staged in the hidden folder .NAME.PID.RANDOM beside PATH. A writer killed before its end
+    (kill -9) cannot remove its folder: the next write of PATH does, once that PID is no longer running.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    temporary = tempfile.mkdtemp(dir=folder, prefix="." + os.path.basename(path) + ".")
+    remove_abandoned_staging(path)
+    temporary = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.")
     try:
         finals = shard_paths(path, num_shards)
         staged = [os.path.join(temporary, os.path.basename(final)) for final in finals]
@@ -242,6 +287,160 @@ def resolve_shards(path):
     return files
 
 
+# Each file is checked before MindSpore opens it: on a truncated or corrupt file MindSpore's C++ reader logs
+# `[ERROR] MD(...)` lines (C++ file names, raw record bytes) to stderr and raises an error that does not say what
+# is wrong with the file.
+_MINDRECORD_LAYOUT = "an 8-byte header length, the JSON header, then pages at header_size + page_id * page_size"
+_TFRECORD_LAYOUT = "records of an 8-byte length, its masked CRC32C, the data and the data's masked CRC32C"
+
+
+def _corrupt(path, format, details):
+    return UserError(f"{path}: truncated or corrupt {format} file ({details})")
+
+
+def _mindrecord_header(path, size):
+    """The JSON header of a MindRecord file, checked to describe the pages a reader will look for."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise _corrupt(path, "mindrecord", f"{size} bytes; expected {_MINDRECORD_LAYOUT}")
+        length = struct.unpack("<Q", head)[0]
+        if not 0 < length <= size - 8:
+            raise _corrupt(path, "mindrecord", f"{size} bytes, whose first 8 give a header length of {length}; "
+                           f"expected {_MINDRECORD_LAYOUT}")
+        text = handle.read(length)
+    try:
+        header = json.loads(text)
+        pages = [page for page in header["page"] if page.get("shard_id", 0) == header.get("shard_id", 0)]
+        page_size, header_size = int(header["page_size"]), int(header["header_size"])
+        end = header_size + max((int(page["page_id"]) * page_size + int(page["page_size"]) for page in pages),
+                                default=0)
+        rows = sum(int(page["end_row_id"]) - int(page["start_row_id"]) for page in pages
+                   if page.get("page_type") == "BLOB_DATA")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise _corrupt(path, "mindrecord", f"the header is not MindRecord's JSON header; expected {_MINDRECORD_LAYOUT}"
+                       ) from None
+    if size < end:
+        raise _corrupt(path, "mindrecord", f"expected {end} bytes from its header: a {header_size}-byte header and "
+                       f"{len(pages)} pages of up to {page_size} bytes; found {size}")
+    return rows
+
+
+def _mindrecord_index_rows(path):
+    """Rows listed by PATH's .db index (an SQLite file that MindSpore reads with the data file)."""
+    import sqlite3
+    import urllib.parse
+    index = path + ".db"
+    if not os.path.isfile(index):
+        raise UserError(f"{path}: its MindRecord index {index} is missing (each .mindrecord file is read with the "
+                        ".db file written beside it)")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(index)) + "?mode=ro&immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as database:
+            names = [row[0] for row in database.execute("SELECT NAME FROM SHARD_NAME")]
+            rows = database.execute("SELECT COUNT(*) FROM INDEXES").fetchone()[0]
+    except sqlite3.Error as error:
+        raise UserError(f"{index}: truncated or corrupt MindRecord index file (expected the SQLite index written "
+                        f"with {os.path.basename(path)}; sqlite: {error})") from None
+    if names != [os.path.basename(path)]:
+        raise UserError(f"{index}: the MindRecord index of {', '.join(names) or 'no file'}, not of "
+                        f"{os.path.basename(path)} (a .mindrecord file and its .db cannot be renamed: rebuild them "
+                        "or restore their names)")
+    return rows
+
+
+def _check_mindrecord(path):
+    size = os.path.getsize(path)
+    rows = _mindrecord_header(path, size)
+    indexed = _mindrecord_index_rows(path)
+    if rows != indexed:
+        raise _corrupt(path, "mindrecord", f"expected the {rows} rows its header lists in its index {path}.db, "
+                       f"found {indexed}")
+
+
+def _masked_crc32c(data):
+    """TFRecord's checksum: CRC32C rotated right by 15 bits plus a constant."""
+    import crc32c  # the C implementation the tfrecord package installs and writes with
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _check_tfrecord(path):
+    """Walks the file's framing and verifies both checksums of every record (the data too: a flipped bit in a
+    record would otherwise reach MindSpore's protobuf parser)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise _corrupt(path, "tfrecord", f"0 bytes; expected {_TFRECORD_LAYOUT}")
+    offset, record = 0, 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            where = f"record {record} at byte {offset}"
+            head = handle.read(12)
+            if len(head) < 12:
+                raise _corrupt(path, "tfrecord", f"{where}: {len(head)} bytes left, expected a 12-byte length and "
+                               "length checksum")
+            if struct.unpack("<I", head[8:])[0] != _masked_crc32c(head[:8]):
+                raise _corrupt(path, "tfrecord", f"{where}: the length checksum does not match; expected "
+                               f"{_TFRECORD_LAYOUT}")
+            length = struct.unpack("<Q", head[:8])[0]
+            left = size - offset - 12
+            if length + 4 > left:
+                raise _corrupt(path, "tfrecord", f"{where}: {left} bytes left, expected {length} data bytes and a "
+                               "4-byte checksum")
+            data = handle.read(length + 4)
+            if struct.unpack("<I", data[length:])[0] != _masked_crc32c(data[:length]):
+                raise _corrupt(path, "tfrecord", f"{where}: the data checksum does not match")
+            offset += 12 + length + 4
+            record += 1
+
+
+def check_record_file(path, format):
+    """A one-line UserError when PATH is not a complete record file of `format` (truncated, overwritten with other
+    bytes, a MindRecord file without its .db index), so that MindSpore never reads it."""
+    (_check_mindrecord if format == "mindrecord" else _check_tfrecord)(path)
+
+
+def _pipeline_message(error):
+    """The informative line of a MindSpore dataset error, whose text also holds banners and a C++ call stack."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    marker = next((index for index, line in enumerate(lines) if line.startswith("- Dataset Pipeline Error Message")),
+                  None)
+    candidates = lines[marker + 1:] if marker is not None else lines
+    line = next((line for line in candidates if line and not line.startswith("---")), "") or repr(error)
+    line = line.removeprefix("[ERROR]").strip()
+    return "".join(char if char.isprintable() else "?" for char in line)[:300]
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """Holds back what reaches file descriptor 2 while MindSpore reads, and passes it on unless the read ends in a
+    UserError. MindSpore's C++ dataset threads log a failing read as `[ERROR] MD(...)` lines straight to the
+    descriptor before the error reaches Python; the UserError says it in one line instead."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        pass_on = True
+        try:
+            yield
+        except UserError:
+            pass_on = False
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read()
+            if pass_on and text:
+                sys.stderr.write(text.decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def _dataset_rows(files, format):
     """Rows as tuples in RECORD_FIELDS order. MindSpore's readers cost ~60-100 us a row here; one worker and
     tuples are the quickest of the variants tried (dict rows, more workers, FileReader, padded batches)."""
@@ -252,22 +451,23 @@ def _dataset_rows(files, format):
         try:
             yield from dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
         except RuntimeError as error:
-            first_line = next((line for line in str(error).splitlines() if line.strip()), "unreadable")
-            raise UserError(f"cannot read {format} file {path}: {first_line.strip()}") from None
+            raise UserError(f"cannot read {format} file {path}: {_pipeline_message(error)}") from None
 
 
 def read_records(path_or_first_shard, format=None):
     """Every example of a record set, in written order, as a list of `Example`s (numpy int32)."""
     files = resolve_shards(path_or_first_shard)
     format = infer_format(files[0], format)
+    for path in files:
+        check_record_file(path, format)
     examples = []
     arrays, scalars = len(ARRAY_FIELDS), len(RECORD_FIELDS)
-    try:
-        for row in _dataset_rows(files, format):
-            values = [np.asarray(row[i]).astype(np.int32, copy=False) for i in range(arrays)]
-            values += [int(np.asarray(row[i]).reshape(-1)[0]) for i in range(arrays, scalars)]
-            examples.append(Example(*values))
-    except (RuntimeError, KeyError, ValueError) as error:
-        first_line = next((line for line in str(error).splitlines() if line.strip()), repr(error))
-        raise UserError(f"cannot read {format} records {files[0]}: {first_line.strip()}") from None
+    with _held_stderr():
+        try:
+            for row in _dataset_rows(files, format):
+                values = [np.asarray(row[i]).astype(np.int32, copy=False) for i in range(arrays)]
+                values += [int(np.asarray(row[i]).reshape(-1)[0]) for i in range(arrays, scalars)]
+                examples.append(Example(*values))
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise UserError(f"cannot read {format} records {files[0]}: {_pipeline_message(error)}") from None
     return examples

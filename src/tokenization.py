@@ -9,9 +9,13 @@ Every input line gives exactly one output line, so parallel files (article/title
 - more than `max_chars` characters: emitted as an empty line (`too_long`), so that one runaway line
   (a table, a binary blob) cannot stall a worker;
 - empty or white-space-only line: empty output line (`empty`).
+
+`Normalization` then rewrites the tokens (tokenize_corpus.py --map_token, --lowercase, --digits_to_hash).
 """
 import collections
+import dataclasses
 import os
+import re
 import sys
 
 from src.corpus_files import find_text_files, iter_line_blocks, output_paths
@@ -20,7 +24,9 @@ from src.progress import progress_bar
 from src.workers import ordered_map, process_pool
 
 TOKENIZERS = ("nltk", "jieba")
-STAT_KEYS = ("files", "lines", "tokens", "empty", "crlf", "invalid_utf8", "too_long")
+STAT_KEYS = ("files", "lines", "tokens", "empty", "crlf", "invalid_utf8", "too_long", "mapped")
+# On str, \d is any Unicode decimal digit (category Nd: 0-9, Arabic-Indic, Devanagari, full-width ...), not ² or ½.
+_DIGIT = re.compile(r"\d")
 
 _TOKENIZER_CACHE = {}
 
@@ -49,10 +55,52 @@ def get_tokenizer(name):
     return tokenize
 
 
-def tokenize_line(raw, tokenize, max_chars, stats):
-    """One raw line (bytes, without its "\\n") -> the space-joined tokens; applies the line policies.
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Rewrites of the tokenizer's tokens, in this order: a token that is a key of `token_map` is replaced whole by
+    its value, written as given (looked up once: no chains); every other token is lowercased (`lowercase`), then
+    each of its Unicode decimal digits written `#` (`digits_to_hash`, Gigaword's convention: 1.5 -> #.#).
+    The default changes nothing."""
+    lowercase: bool = False
+    digits_to_hash: bool = False
+    token_map: dict = dataclasses.field(default_factory=dict)
 
-    `stats` (a Counter) gets lines, tokens, empty, crlf, invalid_utf8 and too_long added.
+    def __call__(self, tokens, stats):
+        """tokens -> normalised tokens; `stats` (a Counter) counts the replaced tokens as `mapped`."""
+        out = []
+        for token in tokens:
+            if token in self.token_map:
+                stats["mapped"] += 1
+                out.append(self.token_map[token])
+                continue
+            if self.lowercase:
+                token = token.lower()
+            if self.digits_to_hash:
+                token = _DIGIT.sub("#", token)
+            out.append(token)
+        return out
+
+
+def parse_token_map(items):
+    """`FROM=TO` strings (--map_token, split at the first "=") -> {FROM: TO}; a one-line UserError otherwise."""
+    token_map = {}
+    for item in items:
+        source, _, target = item.partition("=")
+        if not source or not target or any(c.isspace() for c in item):
+            raise UserError(f"--map_token {item!r}: expected FROM=TO, two non-empty tokens without white space, "
+                            f"e.g. UNK=<unk>")
+        if token_map.get(source, target) != target:
+            raise UserError(f"--map_token {source!r} is mapped twice, to {token_map[source]!r} and {target!r}: "
+                            f"expected one target per token")
+        token_map[source] = target
+    return token_map
+
+
+def tokenize_line(raw, tokenize, max_chars, stats, normalize=None):
+    """One raw line (bytes, without its "\\n") -> the space-joined tokens; applies the line policies, then
+    `normalize` (a Normalization) if given.
+
+    `stats` (a Counter) gets lines, tokens, empty, crlf, invalid_utf8 and too_long added (and mapped).
     """
     stats["lines"] += 1
     if raw.endswith(b"\r"):
@@ -71,27 +119,30 @@ def tokenize_line(raw, tokenize, max_chars, stats):
     if not tokens:
         stats["empty"] += 1
         return ""
+    if normalize is not None:
+        tokens = normalize(tokens, stats)
     stats["tokens"] += len(tokens)
     return " ".join(tokens)
 
 
-def tokenize_block(lines, tokenizer_name, max_chars):
+def tokenize_block(lines, tokenizer_name, max_chars, normalize=None):
     """Worker task: raw lines -> (output text, one "\\n"-terminated line per input line; stats Counter)."""
     tokenize = get_tokenizer(tokenizer_name)
     stats = collections.Counter()
-    out = [tokenize_line(raw, tokenize, max_chars, stats) for raw in lines]
+    out = [tokenize_line(raw, tokenize, max_chars, stats, normalize) for raw in lines]
     return "".join(line + "\n" for line in out), stats
 
 
 def _tokenize_task(task):
-    block, size, tokenizer, max_chars = task
-    text, stats = tokenize_block(block, tokenizer, max_chars)
+    block, size, tokenizer, max_chars, normalize = task
+    text, stats = tokenize_block(block, tokenizer, max_chars, normalize)
     return text, stats, size
 
 
 def tokenize_files(folders, output_folder, tokenizer="nltk", pool_size=2, max_chars=10000,
-                   lines_per_block=2000, progress=True):
-    """Tokenizes every .txt file of `folders` into OUTPUT_FOLDER/<same name>; returns the stats Counter.
+                   lines_per_block=2000, progress=True, normalize=None):
+    """Tokenizes every .txt file of `folders` into OUTPUT_FOLDER/<same name>, the tokens rewritten by `normalize`
+    (a Normalization) if given; returns the stats Counter.
 
     Outputs are written atomically, all of them or none. The progress bar shows only when stderr is a
     terminal: logs and pipes, and the one-line errors read from them, stay free of bar updates.
@@ -110,7 +161,8 @@ def tokenize_files(folders, output_folder, tokenizer="nltk", pool_size=2, max_ch
     bar = progress_bar(total_bytes, "tokenize", unit="B", enabled=progress and sys.stderr.isatty(), unit_scale=True)
     with process_pool(pool_size) as pool, atomic_outputs(outputs) as temporaries, bar:
         for path, temporary in zip(files, temporaries):
-            tasks = ((block, size, tokenizer, max_chars) for block, size in iter_line_blocks(path, lines_per_block))
+            tasks = ((block, size, tokenizer, max_chars, normalize)
+                     for block, size in iter_line_blocks(path, lines_per_block))
             with open(temporary, "w", encoding="utf-8", newline="") as out:
                 for text, block_stats, block_bytes in ordered_map(pool, _tokenize_task, tasks):
                     out.write(text)

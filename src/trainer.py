@@ -8,7 +8,6 @@ src/optimizer.py, src/train_step.py (compiled steps) and src/run_folder.py (metr
 import dataclasses
 import math
 import os
-import shutil
 import time
 
 import numpy as np
@@ -385,8 +384,7 @@ class Trainer:
             best = os.path.join(self.ckpt_folder, self.best_name(state.phase))
             if os.path.exists(best):
                 snapshot = best[:-len(".ckpt")] + f"_epoch{state.epoch}.ckpt"
-                shutil.copyfile(best, snapshot + ".tmp")
-                os.replace(snapshot + ".tmp", snapshot)
+                ckpt.copy_checkpoint(best, snapshot)
         self.save_training_checkpoint()
 
     # -- the whole run ----------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import pytest
 
 import mindspore as ms
 
-from config.config import ModelConfig
+from config.config import ConfigError, ModelConfig, config_from_dict
 from reference_decoding import SteppedBeamSearchDecoder, TableStep, python_loop_search, reference_beam_search
 from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, LIVE_SCORES, LIVE_SEQS, LIVE_TOKENS,
                              REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
-                             cached_decoder, gather_beams, length_penalty)
-from src.dictionary import BOS_ID, EOS_ID, PAD_ID
+                             cached_decoder, gather_beams, length_penalty, search_from_config)
+from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, Dictionary, build_vocabulary
 from src.model import Seq2SeqModel
 
 VOCAB = 9
@@ -30,10 +30,11 @@ def markov_table(steps, rules, floor=FLOOR):
     return table[None]
 
 
-def decode_table(table, beam_width, alpha=0.0, min_length=0, ngram=0, early_stopping=True):
-    """-> (sequences [B, k, L], scores [B, k]) from the graph-compiled decoder."""
+def decode_table(table, beam_width, alpha=0.0, min_length=0, ngram=0, early_stopping=True, search=None):
+    """-> (sequences [B, k, L], scores [B, k]) from the graph-compiled decoder (`search`, if given, replaces the
+    one the other arguments describe)."""
     batch, steps = table.shape[:2]
-    search = BeamSearch(beam_width, steps, VOCAB, alpha, min_length, ngram, early_stopping)
+    search = search or BeamSearch(beam_width, steps, VOCAB, alpha, min_length, ngram, early_stopping)
     decoder = BeamSearchDecoder(TableStep(table, beam_width), search)
     sequences, scores = decoder(ms.Tensor(np.zeros((batch, 1), np.int32)))
     return sequences.asnumpy(), scores.asnumpy()
@@ -129,6 +130,87 @@ def test_max_length_without_eos_returns_the_live_hypothesis():
     np.testing.assert_allclose(scores[0, 0], np.log(.9 * .7 ** 4) / length_penalty(5, 1.0), rtol=1e-6)
 
 
+# A vocabulary of 8 symbols for the 9-row model: <pad> <s> </s> <unk> <mask>, the word A, then B and C as the
+# fillers of pad_to_multiple(8); D (id 8) is a model row past the vocabulary's end.
+FILLED_VOCAB = Dictionary(["a"], [3]).pad_to_multiple(8)
+
+
+def filled_vocab_search(beam_width, steps, vocab=FILLED_VOCAB, unk_penalty=0.0):
+    config = dataclasses.replace(ModelConfig(), vocab_size=VOCAB, beam_width=beam_width, max_decode_length=steps,
+                                 length_penalty_weight=0.0, unk_penalty=unk_penalty)
+    return search_from_config(config, vocab)
+
+
+def test_vocabulary_fillers_and_never_generated_ids():
+    assert FILLED_VOCAB.symbols[A:] == ["a", "madeupword0000", "madeupword0001"]
+    assert FILLED_VOCAB.filler_ids() == [B, C]
+    assert FILLED_VOCAB.never_generated_ids() == [PAD_ID, BOS_ID, MASK_ID, B, C]
+    # A corpus word of a filler's name keeps its count: a real symbol, not a filler, wherever it sits.
+    vocab = build_vocabulary({"madeupword0000": 2, "x": 5, "y": 1}, pad_to_multiple=5)
+    assert vocab.symbols[5:] == ["x", "madeupword0000", "y", "madeupword0001", "madeupword0002"]
+    assert vocab.filler_ids() == [8, 9]
+
+
+@pytest.mark.parametrize("top", [PAD_ID, BOS_ID, MASK_ID, B, C, D])
+def test_never_emits_specials_fillers_or_ids_past_the_vocabulary(top):
+    """`top` is every step's most probable token, yet the search given the vocabulary never emits it."""
+    rules = {(None, previous): {top: .9, A: .06, EOS_ID: .04} for previous in (BOS_ID, A, top)}
+    rules[(None, A)] = {top: .9, EOS_ID: .1}
+    table = markov_table(3, rules)
+    sequences, scores = decode_table(table, 1, search=filled_vocab_search(1, 3))
+    assert outputs(sequences) == [[A]]
+    np.testing.assert_allclose(scores[0, 0], np.log(.06 * .1), rtol=1e-6)
+    # Without the vocabulary only <pad>, <s> and <mask> are known to be forbidden: fillers and D are emitted.
+    sequences, _ = decode_table(table, 1, search=BeamSearch(1, 3, VOCAB, 0.0))
+    assert outputs(sequences) == [[A] if top in (PAD_ID, BOS_ID, MASK_ID) else [top, top, top]]
+
+
+def test_beams_hold_no_forbidden_token_anywhere():
+    """Beam 2: the forbidden tokens outweigh everything at every step; the two real hypotheses remain."""
+    rules = {(0, BOS_ID): {PAD_ID: .3, MASK_ID: .2, B: .15, C: .1, D: .1, BOS_ID: .05, A: .06, UNK_ID: .03,
+                           EOS_ID: .01},
+             (None, A): {MASK_ID: .5, B: .3, EOS_ID: .15}, (None, UNK_ID): {PAD_ID: .9, EOS_ID: .05}}
+    sequences, scores = decode_table(markov_table(3, rules), 2, search=filled_vocab_search(2, 3))
+    assert outputs(sequences) == [[A], [UNK_ID]]
+    np.testing.assert_allclose(scores[0], np.log([.06 * .15, .03 * .05]), rtol=1e-6)
+    assert set(np.unique(sequences)) == {PAD_ID, A, UNK_ID, EOS_ID}               # 0: the padding after </s>
+
+
+# <unk> against A by log .5 - log .4 = log 1.25 = 0.2231 (one <unk>) or the same gap over two <unk>s.
+ONE_UNK_RULES = {(0, BOS_ID): {UNK_ID: .5, A: .4}, (None, UNK_ID): {EOS_ID: 1.0}, (None, A): {EOS_ID: 1.0}}
+TWO_UNK_RULES = {(0, BOS_ID): {UNK_ID: .5, A: .4}, (1, UNK_ID): {UNK_ID: 1.0}, (2, UNK_ID): {EOS_ID: 1.0},
+                 (1, A): {A: 1.0}, (2, A): {EOS_ID: 1.0}}
+
+
+@pytest.mark.parametrize("rules,penalty,unk_output,word_output", [
+    (ONE_UNK_RULES, 0.0, [UNK_ID], [A]),                 # no penalty: <unk> (.5) beats A (.4)
+    (ONE_UNK_RULES, 0.2, [UNK_ID], [A]),                 # 0.2 < 0.2231: still <unk>
+    (ONE_UNK_RULES, 0.25, [UNK_ID], [A]),                # 0.25 > 0.2231: A wins
+    (TWO_UNK_RULES, 0.11, [UNK_ID, UNK_ID], [A, A]),     # paid twice: 0.22 < 0.2231
+    (TWO_UNK_RULES, 0.12, [UNK_ID, UNK_ID], [A, A]),     # 0.24 > 0.2231
+])
+def test_unk_penalty_is_paid_for_every_unk(rules, penalty, unk_output, word_output):
+    sequences, scores = decode_table(markov_table(4, rules), 2, search=filled_vocab_search(2, 4, unk_penalty=penalty))
+    unk_score = np.log(.5) - penalty * len(unk_output)                            # scores include the penalty
+    word_score = np.log(.4)
+    unk_wins = penalty * len(unk_output) < np.log(1.25)
+    assert outputs(sequences) == ([unk_output, word_output] if unk_wins else [word_output, unk_output])
+    np.testing.assert_allclose(scores[0], sorted([unk_score, word_score], reverse=True), rtol=1e-6)
+
+
+def test_search_settings_are_checked():
+    with pytest.raises(ValueError, match="forbidden_ids"):
+        BeamSearch(1, 3, VOCAB, forbidden_ids=[EOS_ID])
+    with pytest.raises(ValueError, match="forbidden_ids"):
+        BeamSearch(1, 3, VOCAB, forbidden_ids=[VOCAB])
+    with pytest.raises(ValueError, match="unk_penalty"):
+        BeamSearch(1, 3, VOCAB, unk_penalty=-0.5)
+    for bad in (-1, float("inf")):
+        with pytest.raises(ConfigError, match="model_config.unk_penalty: must be a finite number >= 0"):
+            config_from_dict({"model_config": {"unk_penalty": bad}})
+    assert config_from_dict({"model_config": {"unk_penalty": 1}}).model_config.unk_penalty == 1.0
+
+
 def random_tables(seed, batch=2, steps=4):
     logits = np.random.default_rng(seed).normal(size=(batch, steps, VOCAB, VOCAB)) * 2.0
     return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -137,7 +219,7 @@ def random_tables(seed, batch=2, steps=4):
 def exhaustive_finished(table, alpha, min_length, ngram):
     """Every allowed finished hypothesis of one sentence with its normalised score, best first."""
     steps = table.shape[0]
-    words = [t for t in range(VOCAB) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+    words = [t for t in range(VOCAB) if t not in (PAD_ID, BOS_ID, EOS_ID, MASK_ID)]
     found = []
     for length in range(min_length, steps):
         for tokens in itertools.product(words, repeat=length):
@@ -156,7 +238,7 @@ def test_exhaustive_beam_finds_the_exact_best(alpha, min_length, ngram):
     """With flax's rule and a beam wide enough to hold every prefix, the finished store is exactly the best
     finished hypotheses of an exhaustive enumeration (two sentences: beams must not mix across the batch)."""
     tables = random_tables(7, steps=3)
-    beam = 130                                     # 2k covers every candidate: 6^2 live prefixes x 7 tokens
+    beam = 130                                     # 2k covers every candidate: 5^2 live prefixes x 6 tokens
     sequences, scores = decode_table(tables, beam, alpha, min_length, ngram, early_stopping=False)
     for sentence in range(2):
         expected = exhaustive_finished(tables[sentence], alpha, min_length, ngram)
@@ -173,7 +255,7 @@ def test_beam_one_equals_argmax_chain():
         previous, chain = BOS_ID, []
         for step in range(6):
             row = tables[sentence, step, previous].copy()
-            row[[PAD_ID, BOS_ID]] = -np.inf
+            row[[PAD_ID, BOS_ID, MASK_ID]] = -np.inf
             previous = int(row.argmax())
             if previous == EOS_ID:
                 break
@@ -246,29 +328,40 @@ def test_cached_step_equals_model_decode_step(model):
 _DECODERS = {}
 
 
-def model_decoder(model, beam):
-    """The compiled decoder for `beam` (max length 10, alpha 1, min length 1), shared by the tests below."""
-    if beam not in _DECODERS:
-        _DECODERS[beam] = cached_decoder(model, BeamSearch(beam, 10, 40, 1.0, 1))
-    return _DECODERS[beam]
+def model_decoder(model, beam, **settings):
+    """The compiled decoder for `beam` (max length 10, alpha 1, min length 1; `settings`: more BeamSearch
+    arguments), shared by the tests below."""
+    key = (beam,) + tuple(sorted(settings.items()))
+    if key not in _DECODERS:
+        _DECODERS[key] = cached_decoder(model, BeamSearch(beam, 10, 40, 1.0, 1, **settings))
+    return _DECODERS[key]
 
 
-@pytest.mark.parametrize("beam", [1, 4])
-def test_cached_equals_uncached(model, beam):
-    decoder = model_decoder(model, beam)
+# A 36-symbol vocabulary with fillers at 20-27 (ids 36-39 are past its end), and a penalty on <unk>.
+RESTRICTED = dict(num_symbols=36, forbidden_ids=tuple(range(20, 28)), unk_penalty=0.5)
+
+
+@pytest.mark.parametrize("beam,settings", [(1, {}), (4, {}), (4, RESTRICTED)])
+def test_cached_equals_uncached(model, beam, settings):
+    decoder = model_decoder(model, beam, **settings)
     source = ms.Tensor(sources())
     sequences, scores = decoder(source)
     search = decoder.search
     ref_sequences, ref_scores = reference_beam_search(model, source, search)
     np.testing.assert_array_equal(sequences.asnumpy(), ref_sequences.asnumpy())
     np.testing.assert_allclose(scores.asnumpy(), ref_scores.asnumpy(), rtol=1e-4, atol=1e-5)
-    if beam > 1:                                              # the Python loop over the compiled cached step
+    if beam > 1 and not settings:                             # the Python loop over the compiled cached step
         stepped = SteppedBeamSearchDecoder(CachedModelStep(model, beam, search.max_decode_length), search)
         stepped_sequences, stepped_scores = stepped(source)
         np.testing.assert_array_equal(stepped_sequences.asnumpy(), sequences.asnumpy())
         np.testing.assert_allclose(stepped_scores.asnumpy(), scores.asnumpy(), rtol=1e-5, atol=1e-6)
     lengths = [len(h) for h in best_hypotheses(sequences)]
     assert min(lengths) < 10 and max(lengths) == 10                            # some ended, some did not
+    if settings:
+        # None of the restricted ids in any beam; the unrestricted search does emit some of them.
+        banned = [BOS_ID, MASK_ID, *settings["forbidden_ids"], *range(settings["num_symbols"], 40)]
+        assert not np.isin(sequences.asnumpy(), banned).any()
+        assert np.isin(model_decoder(model, beam)(source)[0].asnumpy(), banned).any()
 
 
 def test_greedy_equals_naive_argmax_decoding(model):
@@ -291,7 +384,7 @@ def test_greedy_equals_naive_argmax_decoding(model):
         logits = logits.astype(np.float64)
         log_probs = logits - logits.max(-1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-        log_probs[:, [PAD_ID, BOS_ID] + ([EOS_ID] if step == 0 else [])] = -np.inf   # min length 1
+        log_probs[:, [PAD_ID, BOS_ID, MASK_ID] + ([EOS_ID] if step == 0 else [])] = -np.inf   # min length 1
         tokens = log_probs.argmax(-1)
         log_prob += np.where(ended, 0.0, log_probs[np.arange(rows), tokens])
         ended |= tokens == EOS_ID

@@ -138,3 +138,52 @@ def test_manager_keeps_the_newest_and_points_at_the_latest(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["latest.json", "mass_pretrain_step0000015.ckpt",
                                             "mass_pretrain_step0000020.ckpt"]
     assert ckpt.read_checkpoint(manager.latest())[2] == {"phase": "pretrain", "step": 20}
+
+
+def dead_pid():
+    """The pid of a process that has exited (and been waited for)."""
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_carry_the_writers_pid_and_vanish_on_failure(tmp_path, monkeypatch):
+    seen = []
+    original = ms.save_checkpoint
+
+    def failing_save(entries, name, **options):
+        original(entries, name, **options)  # the temporary is complete on disk when the failure hits
+        seen.append(os.path.basename(name))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ms, "save_checkpoint", failing_save)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(str(tmp_path / "model.ckpt"), make_model(1))
+    assert seen == [f".model.ckpt.{os.getpid()}.tmp.ckpt"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_manager_removes_the_temporaries_of_killed_writers_only(tmp_path):
+    dead, live = dead_pid(), os.getppid()  # the parent (pytest's launcher) outlives this test
+    abandoned = [f".mass_pretrain_step0000005.ckpt.{dead}.tmp.tmp",  # MindSpore's own, mid-write
+                 f".mass_pretrain_step0000005.ckpt.{dead}.tmp.ckpt",  # complete, not yet renamed
+                 f".best.ckpt.{dead}.tmp.ckpt", f".model.npz.{dead}.tmp.npz", f".latest.json.{dead}.tmp"]
+    kept = [f".mass_pretrain_step0000010.ckpt.{live}.tmp.tmp",  # a writer still running
+            f".notes.txt.{dead}.tmp",  # not a checkpoint's temporary
+            ".latest.json.k3j2h1g0.tmp",  # no pid: its writer is unknown
+            "mass_pretrain_step0000001.ckpt"]
+    for name in abandoned + kept:
+        (tmp_path / name).write_bytes(b"partial")
+    manager = ckpt.CheckpointManager(str(tmp_path), "mass", keep_max=2)
+    assert sorted(os.path.basename(path) for path in manager.removed) == sorted(abandoned)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+    assert ckpt.CheckpointManager(str(tmp_path / "absent"), "mass", keep_max=2).removed == []
+
+
+def test_copy_checkpoint_is_atomic(tmp_path):
+    source = ckpt.save_checkpoint(str(tmp_path / "best.ckpt"), make_model(1), metadata={"step": 3})
+    copy = ckpt.copy_checkpoint(source, str(tmp_path / "best_epoch2.ckpt"))
+    assert open(copy, "rb").read() == open(source, "rb").read()
+    assert sorted(os.listdir(tmp_path)) == ["best.ckpt", "best_epoch2.ckpt"]

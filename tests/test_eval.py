@@ -74,7 +74,8 @@ def test_rouge_decodes_every_example_in_order(setup):
         summary = json.load(handle)
     assert summary["examples"] == 41 and summary["reference"] == reference
     assert summary["decode"] == {"beam_width": 2, "length_penalty_weight": 1.0, "max_decode_length": 8,
-                                 "min_decode_length": 0, "no_repeat_ngram_size": 0, "early_stopping": True}
+                                 "min_decode_length": 0, "no_repeat_ngram_size": 0, "early_stopping": True,
+                                 "unk_penalty": 0.0}
     assert summary["wall_time_s"] > 0
     # The scores are rouge_scores of the written lines; the reference titles (with UNK) score exactly as the
     # record targets (with <unk>).
@@ -93,7 +94,8 @@ def test_rouge_decodes_every_example_in_order(setup):
     source = np.zeros((2, 64), np.int32)
     for row, index in enumerate((0, 40)):
         source[row, :len(examples[index].source_ids)] = examples[index].source_ids
-    sequences, _ = cached_decoder(model, search_from_config(setup["config"].model_config))(ms.Tensor(source))
+    search = search_from_config(setup["config"].model_config, setup["vocab"])
+    sequences, _ = cached_decoder(model, search)(ms.Tensor(source))
     tokens = best_hypotheses(sequences)
     assert [hypotheses[0], hypotheses[40]] == [remove_bpe(setup["vocab"].decode(t)) for t in tokens]
 
@@ -132,9 +134,13 @@ def test_eval_errors_leave_no_output(setup):
 
 def test_exported_beam_graph_decodes_like_the_in_process_decoder(setup):
     output = str(setup["folder"] / "beam.mindir")
+    # --vocab: one whose ids 340-343 are fillers and 344-351 past its end, all of which the graph must avoid.
+    vocab = Dictionary(setup["vocab"].symbols[5:340], setup["vocab"].counts[5:340]).pad_to_multiple(8)
+    vocab.persistence(str(setup["folder"] / "small_vocab.txt"))
     result = run("export.py", ["--config", TINY, *setup["common"][2:setup["common"].index("--vocab")],
                                "--checkpoint", str(setup["folder"] / "random.ckpt"), "--output", output,
-                               "--batch_size", "2", "--source_length", "16"])
+                               "--batch_size", "2", "--source_length", "16", "--vocab",
+                               str(setup["folder"] / "small_vocab.txt")])
     assert result.returncode == 0, result.stderr
     # export.py itself ran the reloaded file against the in-process decoder on its own seeded input.
     assert "reloaded output matches" in result.stdout and "[2, 16]" in result.stdout
@@ -148,12 +154,14 @@ def test_exported_beam_graph_decodes_like_the_in_process_decoder(setup):
     source = np.random.default_rng(1).integers(5, model_config.vocab_size, size=(2, 16)).astype(np.int32)
     source[0, 9], source[0, 10:] = EOS_ID, PAD_ID                                   # a shorter sentence
     source[1, 15] = EOS_ID
-    sequences, scores = cached_decoder(model, search_from_config(model_config))(ms.Tensor(source))
+    sequences, scores = cached_decoder(model, search_from_config(model_config, vocab))(ms.Tensor(source))
     reloaded_sequences, reloaded_scores = ms.nn.GraphCell(ms.load(output))(ms.Tensor(source))
     assert reloaded_sequences.shape == (2, 2, 8) and reloaded_scores.shape == (2, 2)   # beam 2, length 8
     np.testing.assert_array_equal(reloaded_sequences.asnumpy(), sequences.asnumpy())
     np.testing.assert_allclose(reloaded_scores.asnumpy(), scores.asnumpy(), rtol=1e-5, atol=1e-6)
     assert (sequences.asnumpy() != PAD_ID).any()
+    never = vocab.never_generated_ids()[1:] + list(range(len(vocab), model_config.vocab_size))   # 0 pads after </s>
+    assert never[2:6] == [340, 341, 342, 343] and not np.isin(reloaded_sequences.asnumpy(), never).any()
 
 
 def test_export_without_weights_leaves_no_output(setup):

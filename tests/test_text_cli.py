@@ -104,6 +104,19 @@ def test_tokenize_corpus_jieba_is_quiet(tmp_path):
     assert "files=1 lines=3 tokens=10 empty=1" in result.stdout
 
 
+def test_tokenize_corpus_normalization_flags(tmp_path):
+    source = tmp_path / "giga"
+    source.mkdir()
+    (source / "a.txt").write_text("UNK Shares rose 1.5% in 2008.\n\nNo digits here, unk or UNK\n")
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(source), "--output_folder",
+                 str(tmp_path / "out"), "--pool_size", "1", "--lowercase", "--digits_to_hash", "--map_token",
+                 "UNK=<unk>")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "a.txt").read_text() == ("<unk> shares rose #.# % in #### .\n\n"
+                                                         "no digits here , unk or <unk>\n")
+    assert result.stdout.endswith("files=1 lines=3 tokens=15 empty=1 crlf=0 invalid_utf8=0 too_long=0 mapped=2\n")
+
+
 @pytest.fixture()
 def bad_folders(tmp_path):
     good = tmp_path / "good"
@@ -142,6 +155,15 @@ def test_tokenize_corpus_bad_flags(bad_folders):
     result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
                  str(bad_folders / "out"), "--pool_size", "0")
     assert_one_line_error(result, "--pool_size must be >= 1")
+    for mapping, fragment in (("UNK", "--map_token 'UNK': expected FROM=TO"),
+                              ("UNK=", "--map_token 'UNK=': expected FROM=TO")):
+        result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
+                     str(bad_folders / "out"), "--map_token", "x=y", "--map_token", mapping)
+        assert_one_line_error(result, fragment)
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
+                 str(bad_folders / "out"), "--map_token", "UNK=<unk>", "--map_token", "UNK=<UNK>")
+    assert_one_line_error(result, "--map_token 'UNK' is mapped twice, to '<unk>' and '<UNK>'")
+    assert files_under(bad_folders / "out") == []
     result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(bad_folders / "good"), "--output_folder",
                  str(bad_folders / "good"))
     assert_one_line_error(result, "would overwrite its input")
@@ -230,6 +252,25 @@ def test_apply_bpe_encoding_command(corpus_and_codes, tmp_path):
     shrunk = Dictionary.load_from_persisted_dict(str(vocab_path))
     assert shrunk.symbols[5:] == [s for s in Dictionary.from_counter(counts).symbols[5:] if counts[s] >= 20]
     assert min(shrunk.counts[5:]) >= 20 and len(shrunk) < len(vocab)
+
+
+def test_mapped_unk_survives_bpe_only_when_the_codes_merge_it(sample_codes, tmp_path):
+    """apply_bpe_encoding.py, like subword-nmt apply-bpe without --glossaries, keeps <unk> whole only if the codes
+    hold merges that rebuild it: codes learned on text where <unk> is frequent, not the sample's codes."""
+    raw, tokenized, bpe = tmp_path / "raw", tmp_path / "tokenized", tmp_path / "bpe"
+    raw.mkdir()
+    (raw / "a.txt").write_text("".join(f"UNK {line}\n" for line in sample_lines("news", "news.txt")[:200]))
+    result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(raw), "--output_folder", str(tokenized),
+                 "--map_token", "UNK=<unk>")
+    assert result.returncode == 0 and "mapped=200" in result.stdout, result.stderr
+    unk_codes = tmp_path / "unk.codes"
+    assert run("bash", "scripts/learn_subword.sh", "300", str(unk_codes), str(tokenized)).returncode == 0
+    for codes, first_tokens in ((sample_codes, "<@@ un@@ k@@ >"), (unk_codes, "<unk>")):
+        result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
+                     "--output_folder", str(bpe), "--vocab_path", str(tmp_path / "vocab.txt"))
+        assert result.returncode == 0, result.stderr
+        lines = (bpe / "bpe.a.txt").read_text().split("\n")[:200]
+        assert all(line.startswith(first_tokens + " ") for line in lines)
 
 
 @pytest.fixture()

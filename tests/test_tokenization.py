@@ -1,9 +1,12 @@
 """Word tokenizers and the line policies of tokenize_corpus.py (src/tokenization.py)."""
+import collections
 import os
 
+import pytest
 from conftest import shared_data
 
-from src.tokenization import get_tokenizer, tokenize_block, tokenize_files
+from src.errors import UserError
+from src.tokenization import Normalization, get_tokenizer, parse_token_map, tokenize_block, tokenize_files
 
 
 def read_lines(path, count=None):
@@ -70,4 +73,61 @@ def test_tokenize_files_keeps_one_line_per_line(tmp_path):
         assert (out / "x.article.txt").read_text() == "One sentence .\n\nTwo words\nno newline at end\n"
         assert (out / "x.title.txt").read_text() == "\ufffd title\n\n"
         assert dict(stats) == {"files": 2, "lines": 6, "tokens": 11, "empty": 1, "crlf": 2, "invalid_utf8": 1,
-                               "too_long": 1}
+                               "too_long": 1, "mapped": 0}
+
+
+# ------------------------------------------------------------------------------------------------ normalization
+
+# nltk's tokens of a line with ASCII, Arabic-Indic (١٢٣) and full-width (２０) decimal digits, and the superscript
+# ² and Roman numeral Ⅻ, which are not decimal digits.
+NORMALIZATION_LINE = "In 2008, UNK prices rose 1.5% to ١٢٣ (²) Ⅻ ２０ and unk don't."
+NORMALIZATION_CASES = [
+    (Normalization(), "In 2008 , UNK prices rose 1.5 % to ١٢٣ ( ² ) Ⅻ ２０ and unk do n't ."),
+    (Normalization(lowercase=True), "in 2008 , unk prices rose 1.5 % to ١٢٣ ( ² ) ⅻ ２０ and unk do n't ."),
+    (Normalization(digits_to_hash=True), "In #### , UNK prices rose #.# % to ### ( ² ) Ⅻ ## and unk do n't ."),
+    # The mapped tokens are matched as the tokenizer wrote them (UNK, not unk) and exempt from lowercasing.
+    (Normalization(True, True, {"UNK": "<unk>", "n't": "NOT"}),
+     "in #### , <unk> prices rose #.# % to ### ( ² ) ⅻ ## and unk do NOT ."),
+]
+
+
+@pytest.mark.parametrize("normalize,expected", NORMALIZATION_CASES)
+def test_normalization_of_tokens(normalize, expected):
+    stats = collections.Counter()
+    assert " ".join(normalize(get_tokenizer("nltk")(NORMALIZATION_LINE), stats)) == expected
+    assert stats == (collections.Counter(mapped=2) if normalize.token_map else collections.Counter())
+
+
+def test_normalization_keeps_the_line_policies():
+    lines = [b"UNK rose 12%\r", b"", b"x" * 21, b"UNK UNK \xff 3"]
+    text, stats = tokenize_block(lines, "nltk", 20, Normalization(True, True, {"UNK": "<unk>"}))
+    assert text == "<unk> rose ## %\n\n\n<unk> <unk> \ufffd #\n"
+    assert dict(stats) == {"lines": 4, "tokens": 8, "empty": 1, "crlf": 1, "invalid_utf8": 1, "too_long": 1,
+                           "mapped": 3}
+
+
+def test_normalization_in_a_worker_pool(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("UNK won 3-1\nIn 1990 UNK\n")
+    stats = tokenize_files([str(tmp_path / "in")], str(tmp_path / "out"), "nltk", pool_size=2, lines_per_block=1,
+                           progress=False, normalize=Normalization(True, True, {"UNK": "<unk>"}))
+    assert (tmp_path / "out" / "a.txt").read_text() == "<unk> won #-#\nin #### <unk>\n"
+    assert stats["mapped"] == 2 and stats["tokens"] == 6
+
+
+def test_parse_token_map():
+    assert parse_token_map([]) == {}
+    assert parse_token_map(["UNK=<unk>", "a=b=c", "UNK=<unk>"]) == {"UNK": "<unk>", "a": "b=c"}
+
+
+@pytest.mark.parametrize("items,message", [
+    (["UNK"], "--map_token 'UNK': expected FROM=TO"),
+    (["=x"], "--map_token '=x': expected FROM=TO"),
+    (["UNK="], "--map_token 'UNK=': expected FROM=TO"),
+    (["a b=c"], "--map_token 'a b=c': expected FROM=TO, two non-empty tokens without white space"),
+    (["UNK=<unk>", "UNK=<UNK>"], "--map_token 'UNK' is mapped twice, to '<unk>' and '<UNK>'"),
+])
+def test_parse_token_map_errors(items, message):
+    with pytest.raises(UserError) as error:
+        parse_token_map(items)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
