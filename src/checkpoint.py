@@ -19,8 +19,7 @@ import shutil
 
 import numpy as np
 
-from src.errors import UserError, require_file
-from src.records import process_alive
+from src.errors import UserError, process_alive, require_file
 
 METADATA_KEY = "mass_metadata"
 NPZ_METADATA_KEY = "__metadata__"

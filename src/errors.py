@@ -65,6 +65,26 @@ def _remove_empty(folders):
             return
 
 
+def process_alive(pid):
+    """Whether process `pid` still runs on this machine (this process counts as alive). A killed child that its
+    parent has not waited for yet is a zombie: os.kill(pid, 0) still succeeds, so /proc is asked too."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+    except OSError:
+        return True  # no /proc (macOS): kill(pid, 0) is the answer
+
+
 @contextlib.contextmanager
 def atomic_outputs(paths):
     """Temporary paths for several outputs; all are renamed into place only if the whole block succeeds.

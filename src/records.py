@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
-from src.errors import UserError
+from src.errors import UserError, process_alive
 from src.masking import ARRAY_FIELDS, RECORD_FIELDS, SCALAR_FIELDS, Example
 from src.workers import ordered_map, process_pool
 
@@ -179,26 +179,6 @@ def _stale_outputs(path):
     folder, base = os.path.split(os.path.abspath(path))
     pattern = re.compile(re.escape(base) + r"\d*(\.db)?$")
     return [os.path.join(folder, name) for name in os.listdir(folder) if pattern.fullmatch(name)]
-
-
-def process_alive(pid):
-    """Whether process `pid` still runs on this machine (this process counts as alive). A killed child that its
-    parent has not waited for yet is a zombie: os.kill(pid, 0) still succeeds, so /proc is asked too."""
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
-    except OSError:
-        return True  # no /proc (macOS): kill(pid, 0) is the answer
 
 
 def _staging_pattern(path):

@@ -9,7 +9,7 @@ import pytest
 from src import records
 from src.dataset import iterate_batches, load_dataset
 from src.dictionary import EOS_ID
-from src.errors import UserError
+from src.errors import UserError, process_alive
 from src.masking import make_pair_example, mass_mask
 from src.records import read_records, resolve_shards, write_records
 
@@ -344,9 +344,9 @@ def test_staging_folder_names_carry_the_writers_pid(tmp_path, monkeypatch):
 
 
 def test_process_alive():
-    assert records.process_alive(os.getpid()) and records.process_alive(os.getppid())
-    assert not records.process_alive(dead_pid())
-    assert not records.process_alive(0) and not records.process_alive(-1)
+    assert process_alive(os.getpid()) and process_alive(os.getppid())
+    assert not process_alive(dead_pid())
+    assert not process_alive(0) and not process_alive(-1)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
@@ -362,6 +362,6 @@ def test_a_killed_child_not_yet_waited_for_counts_as_gone():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         os.kill(process.pid, 0)  # a zombie still answers signal 0
-        assert not records.process_alive(process.pid)
+        assert not process_alive(process.pid)
     finally:
         process.wait()
