@@ -34,6 +34,9 @@ class DatasetConfig:
     noise_prob: float = 0.0          # dynamic noise channel on fine-tuning sources
     vocab: str = ""                  # vocabulary file the records were built with
     fine_tune_epochs: int = 0        # 0: same as epochs
+    # true: the train and eval steps are compiled once for all bucket shapes (MindSpore dynamic shapes); false: once
+    # per (rows, source length, target length) shape, each compiled graph keeping its own memory.
+    dynamic_shapes: bool = True
 
     def validate(self):
         _check(self.epochs >= 1, "dataset_config.epochs", "must be >= 1")

@@ -46,8 +46,10 @@ class CounterDropout(nn.Cell):
         self.kernel_scale = ms.Tensor([self.scale], ms.float32)
 
     def construct(self, x):
+        # Under dynamic shapes x.size and x.shape[-1] are known only at run time, and ms.Tensor() of such a scalar
+        # is no Tensor in a graph: scalar_to_tensor is (salt < 2^32, so the int64 -> uint32 cast keeps it).
         salt = (self.site * _GOLDEN + x.size * 0x27D4EB2F + x.shape[-1] * 0x165667B1) % _UINT32
-        stream = _fmix32(self.key + ms.Tensor(salt, ms.uint32))
+        stream = _fmix32(self.key + ops.scalar_to_tensor(salt, ms.int64).astype(ms.uint32))
         if self.kernel is not None and x.dtype == ms.float32:
             return self.kernel(x, stream.reshape((1,)), self.kernel_threshold, self.kernel_scale)
         index = ops.arange(x.size, dtype=ms.int32).astype(ms.uint32).reshape(x.shape)

@@ -55,11 +55,14 @@ def perplexity(nll_sum, token_count):
     return math.exp(nll_sum / token_count)
 
 
-def row_nll_graph(model):
+def row_nll_graph(model, dynamic_shapes=True):
     """A compiled function (source_ids, decoder_input_ids, decoder_positions, target_ids) -> per-row
-    (sum of -log p(target), number of non-pad targets), teacher-forced, in float32."""
+    (sum of -log p(target), number of non-pad targets), teacher-forced, in float32; with `dynamic_shapes`
+    compiled once for every batch shape (src/train_step.py's jit_batch_step), else once per shape."""
     import mindspore as ms
     from mindspore import ops
+
+    from src.train_step import jit_batch_step
 
     model.set_train(False)
 
@@ -70,7 +73,7 @@ def row_nll_graph(model):
         weight = (target_ids != PAD_ID).astype(ms.float32)
         return -(gold.reshape(target_ids.shape) * weight).sum(1), weight.sum(1)
 
-    return ms.jit(row_nll)
+    return jit_batch_step(row_nll, dynamic_shapes)
 
 
 def teacher_forced_nll(model, batches, num_examples, progress=None):

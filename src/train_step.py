@@ -6,9 +6,17 @@ micro-batch's, all-reduces (data parallel), unscales, checks that every gradient
 and, only when finite, applies the optimizer. The objective is loss_sum * loss_scale / tokens, where tokens counts
 the whole update (all micro-batches, all ranks), so accumulation and data parallelism weight every target token
 equally. `EvalStep` gives the loss sums without dropout; perplexity = exp(nll_sum / tokens).
+
+With `dynamic_shapes` each step is compiled once for any batch size and lengths (`jit_batch_step`); otherwise
+once per (rows, source length, target length) bucket shape, each keeping its own compiled graph and memory.
+`count_compilations` counts the compiles.
 """
+import collections
+import contextlib
 import dataclasses
+import inspect
 import math
+import time
 
 import numpy as np
 
@@ -24,6 +32,51 @@ from src.optimizer import build_optimizer
 def to_tensors(batch):
     """int32 Tensors of a batch's BATCH_FIELDS, in the order the steps take them."""
     return tuple(ms.Tensor(np.ascontiguousarray(batch[name], dtype=np.int32)) for name in BATCH_FIELDS)
+
+
+def jit_batch_step(function, dynamic_shapes):
+    """ms.jit(function) whose first four parameters take a batch's BATCH_FIELDS tensors.
+
+    dynamic_shapes: one graph for every batch size, source length and target length (the decoder input, positions
+    and target share [batch, target length]); otherwise a graph per new shape. ms.enable_dynamic marks the Python
+    function object itself, so pass a function of its own (a closure), never one also compiled with static shapes.
+    """
+    compiled = ms.jit(function)
+    if not dynamic_shapes:
+        return compiled
+    # unique=True: every dimension named by one Symbol has the same length, so shape checks between them hold.
+    batch, source_len, target_len = (ms.Symbol(unique=True) for _ in range(3))
+    source = ms.Tensor(shape=[batch, source_len], dtype=ms.int32)
+    target = ms.Tensor(shape=[batch, target_len], dtype=ms.int32)
+    names = list(inspect.signature(function).parameters)[:len(BATCH_FIELDS)]
+    return ms.enable_dynamic(**dict(zip(names, (source, target, target, target))))(compiled)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Counts the graphs compiled inside the block, by function name: yields a dict name -> [count, seconds].
+
+    Hooks MindSpore's jit executor (mindspore.graph.api, 2.10): a call compiles when its phase (function, argument
+    shapes and types) is not yet in the compile cache. The seconds are those of the compile itself.
+    """
+    from mindspore.graph import api
+    counts = collections.defaultdict(lambda: [0, 0.0])
+    original = api._JitExecutor.compile
+
+    def compile_and_count(executor, method_name, *args, **kwargs):
+        known = len(api.ms_compile_cache)
+        start = time.perf_counter()
+        phase = original(executor, method_name, *args, **kwargs)
+        if len(api.ms_compile_cache) > known:
+            counts[executor.fn.__name__][0] += 1
+            counts[executor.fn.__name__][1] += time.perf_counter() - start
+        return phase
+
+    api._JitExecutor.compile = compile_and_count
+    try:
+        yield counts
+    finally:
+        api._JitExecutor.compile = original
 
 
 def _square_sum(tensor):
@@ -43,7 +96,7 @@ class TrainStep:
     """
 
     def __init__(self, loss_network, optimizer, *, update_freq=1, clip_norm=0.0, dropout_key_param=None,
-                 distributed=False):
+                 distributed=False, dynamic_shapes=False):
         weights = optimizer.parameters
         accumulators = weights.clone(prefix="accumulated", init="zeros") if update_freq > 1 else None
         reducer = nn.DistributedGradReducer(weights) if distributed else None
@@ -98,10 +151,11 @@ class TrainStep:
             optimizer(grads)
             return lr
 
-        self._accumulate = ms.jit(accumulate)
-        self._gradients = ms.jit(update)
+        self._accumulate = jit_batch_step(accumulate, dynamic_shapes)
+        self._gradients = jit_batch_step(update, dynamic_shapes)
         # The optimizer runs in a graph of its own, called only for finite gradients: a data-dependent `if` around
-        # it inside one graph made the compile 4x longer and the step slower (control flow blocks fusion).
+        # it inside one graph made the compile 4x longer and the step slower (control flow blocks fusion). Its
+        # inputs have the parameters' shapes: one graph whatever the batch shapes.
         self._apply = ms.jit(apply)
 
     def accumulate(self, tensors, loss_weight, key):
@@ -120,13 +174,13 @@ class TrainStep:
 class EvalStep:
     """Loss sums of a batch with the model in inference mode (no dropout)."""
 
-    def __init__(self, loss_network):
+    def __init__(self, loss_network, dynamic_shapes=False):
         self.loss_network = loss_network
 
         def evaluate(source, decoder_input, positions, target):
             return loss_network(source, decoder_input, positions, target)
 
-        self._evaluate = ms.jit(evaluate)
+        self._evaluate = jit_batch_step(evaluate, dynamic_shapes)
 
     def __call__(self, tensors):
         return self._evaluate(*tensors)
@@ -180,6 +234,7 @@ def build_network(config, *, hide_masked_source, device_target="CPU", distribute
     loss_network.set_train(True)
     optimizer = build_optimizer(loss_network.trainable_params(), config.learn_rate_config)
     lr_config = config.learn_rate_config
+    dynamic_shapes = config.dataset_config.dynamic_shapes
     train_step = TrainStep(loss_network, optimizer, update_freq=lr_config.update_freq, clip_norm=lr_config.clip_norm,
-                           dropout_key_param=key, distributed=distributed)
-    return Network(model, loss_network, optimizer, train_step, EvalStep(loss_network))
+                           dropout_key_param=key, distributed=distributed, dynamic_shapes=dynamic_shapes)
+    return Network(model, loss_network, optimizer, train_step, EvalStep(loss_network, dynamic_shapes))

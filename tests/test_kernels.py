@@ -1,4 +1,5 @@
-"""The hand-written CPU LayerNorm kernel equals MindSpore's own LayerNorm, forward and gradients."""
+"""The hand-written CPU LayerNorm kernel equals MindSpore's own LayerNorm, forward and gradients, with static and
+dynamic shapes; the dropout kernel takes dynamic shapes."""
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ from mindspore import nn, ops
 
 from src import kernels
 from src.model import LayerNorm
+from src.train_step import count_compilations
 
 needs_kernel = pytest.mark.skipif(kernels.layer_norm_ops() is None, reason="no C++ compiler with OpenMP")
 
@@ -53,6 +55,55 @@ def test_custom_layer_norm_matches_stock(shape):
     normalised = (ours[0] - beta) / gamma
     np.testing.assert_allclose(normalised.mean(-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(normalised.var(-1), 1.0, atol=1e-3)
+
+
+@needs_kernel
+def test_kernels_compile_once_for_dynamic_shapes():
+    """[None, None, 16] inputs: one graph per function for three shapes (the kernels' C++ InferShape functions give
+    the output shapes at run time), with the results of per-shape static graphs."""
+    rng = np.random.default_rng(0)
+    custom, stock = LayerNorm(16), nn.LayerNorm((16,), epsilon=1e-5)
+    custom.set_train(True)
+    dropout = kernels.dropout_op()
+    stream, threshold = ms.Tensor([12345], ms.uint32), ms.Tensor([3 << 30], ms.uint32)
+    scale = ms.Tensor([4 / 3], ms.float32)
+
+    def make(norm):
+        net = WeightedSum(norm)
+        return ops.value_and_grad(net, grad_position=0, weights=net.trainable_params())
+
+    custom_grad, stock_grad = make(custom), make(stock)
+
+    def custom_step():
+        # a new function object each time: enable_dynamic marks the Python function itself
+        def step(x, dy):
+            return custom_grad(x, dy), custom(x), dropout(x, stream, threshold, scale)
+        return step
+
+    def stock_step(x, dy):
+        return stock_grad(x, dy), stock(x)
+
+    spec = ms.Tensor(shape=[None, None, 16], dtype=ms.float32)
+    dynamic_custom = ms.enable_dynamic(x=spec, dy=spec)(ms.jit(custom_step()))
+    static_custom, static_stock = ms.jit(custom_step()), ms.jit(stock_step)
+    with count_compilations() as compilations:
+        for shape in [(2, 3, 16), (4, 7, 16), (1, 5, 16)]:
+            x = ms.Tensor(rng.normal(2.0, 3.0, size=shape).astype(np.float32))
+            dy = ms.Tensor(rng.normal(size=shape).astype(np.float32))
+            dynamic = dynamic_custom(x, dy)
+            static = static_custom(x, dy)
+            (value, (dx, (dgamma, dbeta))), y, (dropped, mask) = dynamic
+            (s_value, (s_dx, (s_dgamma, s_dbeta))), s_y, (s_dropped, s_mask) = static
+            for a, b in [(value, s_value), (dx, s_dx), (dgamma, s_dgamma), (dbeta, s_dbeta), (y, s_y),
+                         (dropped, s_dropped), (mask, s_mask)]:
+                assert a.shape == b.shape
+                np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+            kept = mask.asnumpy() != 0
+            assert 0.5 < kept.mean() < 1.0 and mask.shape == shape
+            (t_value, (t_dx, _)), t_y = static_stock(x, dy)
+            np.testing.assert_allclose(y.asnumpy(), t_y.asnumpy(), rtol=0, atol=1e-4)
+            np.testing.assert_allclose(dx.asnumpy(), t_dx.asnumpy(), rtol=0, atol=1e-4)
+    assert compilations["step"][0] == 1 + 3  # dynamic once, static once per shape
 
 
 def test_stock_kernels_switch_and_failed_build(monkeypatch, tmp_path):

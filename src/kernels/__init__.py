@@ -76,19 +76,31 @@ def bpe_library():
     return _cached("bpe", "bpe.cc", _load_bpe_library)
 
 
+def _aot_op(library, name, out_dtype, bprop):
+    """ops.Custom of function `name` in `library`, with its output shapes from the library's `nameInferShape`.
+
+    Under dynamic shapes the CPU kernel infers its output shapes again before every launch, in C++, where a Python
+    `out_shape` function cannot be called ("The prim is not a PrimitivePy") and where a Custom op without reg_info
+    lacks the `reg_op_name` attribute (a null-pointer GetValue error). The C++ shape function serves both static and
+    dynamic graphs; it needs out_shape=None, `reg_op_name` and, for these ops' several outputs, `multi_output` (the
+    C++ shape function returns one shape per output).
+    """
+    from mindspore import ops
+    op = ops.Custom(f"{library}:{name}", out_shape=None, out_dtype=out_dtype, func_type="aot", bprop=bprop)
+    op.add_prim_attr("reg_op_name", name)
+    op.add_prim_attr("multi_output", True)
+    return op
+
+
 def _make_layer_norm_ops(library):
     from mindspore import ops
-    backward = ops.Custom(f"{library}:LayerNormBackward", func_type="aot",
-                          out_shape=lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma),
-                          out_dtype=lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma))
+    backward = _aot_op(library, "LayerNormBackward", lambda dy, x, mean, rstd, gamma: (dy, gamma, gamma), None)
 
     def bprop(x, gamma, beta, epsilon, out, dout):
         dx, dgamma, dbeta = backward(dout[0], x, out[1], out[2], gamma)
         return dx, dgamma, dbeta, ops.zeros_like(epsilon)
 
-    forward = ops.Custom(f"{library}:LayerNormForward", func_type="aot", bprop=bprop,
-                         out_shape=lambda x, gamma, beta, epsilon: (x, x[:-1], x[:-1]),
-                         out_dtype=lambda x, gamma, beta, epsilon: (x, x, x))
+    forward = _aot_op(library, "LayerNormForward", lambda x, gamma, beta, epsilon: (x, x, x), bprop)
     return forward, backward
 
 
@@ -98,9 +110,7 @@ def _make_dropout_op(library):
     def bprop(x, stream, threshold, scale, out, dout):
         return dout[0] * out[1], ops.zeros_like(stream), ops.zeros_like(threshold), ops.zeros_like(scale)
 
-    return ops.Custom(f"{library}:CounterDropout", func_type="aot", bprop=bprop,
-                      out_shape=lambda x, stream, threshold, scale: (x, x),
-                      out_dtype=lambda x, stream, threshold, scale: (x, x))
+    return _aot_op(library, "CounterDropout", lambda x, stream, threshold, scale: (x, x), bprop)
 
 
 def _load_bpe_library(path):

@@ -5,6 +5,7 @@
 // Why hand-written: in graph ops the hash takes a dozen passes over the tensor (+25% step time), and MindSpore 2.10's
 // own CPU Dropout draws its mask at ~8 ms per million elements; this kernel makes one pass, split across threads.
 #include <cstdint>
+#include <vector>
 
 static inline uint32_t fmix32(uint32_t h) {
   h ^= h >> 16;
@@ -12,6 +13,14 @@ static inline uint32_t fmix32(uint32_t h) {
   h ^= h >> 13;
   h *= 0xC2B2AE35u;
   return h ^ (h >> 16);
+}
+
+class AotExtra;  // MindSpore's attribute accessor (custom_aot_extra.h); unused here
+
+// Output shapes (y and mask take x's shape), for compiling and, under dynamic shapes, before every launch.
+extern "C" std::vector<std::vector<int64_t>> CounterDropoutInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  const std::vector<int64_t> shape(shapes[0], shapes[0] + ndims[0]);
+  return {shape, shape};
 }
 
 // inputs x [...] float32, stream [1] uint32, threshold [1] uint32, scale [1] float32; outputs y [...], mask [...]

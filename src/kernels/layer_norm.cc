@@ -4,11 +4,37 @@
 // each row, split rows across OpenMP threads and keep the per-column sums of the backward in per-block buffers.
 // Interface (MindSpore aot): int Func(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
 //                                    void *stream, void *extra); inputs first, then outputs; 0 = success.
+// FuncInferShape gives the output shapes from the input shapes. MindSpore calls it when compiling and, under dynamic
+// shapes, again before every launch: a Python `out_shape` cannot serve there (see src/kernels/__init__.py).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 #include <omp.h>
+
+class AotExtra;  // MindSpore's attribute accessor (custom_aot_extra.h); unused here
+
+// Unknown rank (-2 as the first dimension) stays unknown; a -1 dimension (unknown at compile time) passes through.
+static const int64_t kUnknownRank = -2;
+
+static std::vector<int64_t> shape_of(int ndim, const int64_t *shape) {
+  return std::vector<int64_t>(shape, shape + ndim);
+}
+
+static std::vector<int64_t> without_last(int ndim, const int64_t *shape) {
+  if (ndim > 0 && shape[0] == kUnknownRank) return {kUnknownRank};
+  return std::vector<int64_t>(shape, shape + (ndim > 0 ? ndim - 1 : 0));
+}
+
+// y [..., D], mean [...], rstd [...] from x [..., D]
+extern "C" std::vector<std::vector<int64_t>> LayerNormForwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return {shape_of(ndims[0], shapes[0]), without_last(ndims[0], shapes[0]), without_last(ndims[0], shapes[0])};
+}
+
+// dx like dy, dgamma and dbeta like gamma
+extern "C" std::vector<std::vector<int64_t>> LayerNormBackwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return {shape_of(ndims[0], shapes[0]), shape_of(ndims[4], shapes[4]), shape_of(ndims[4], shapes[4])};
+}
 
 // Row blocks of the backward's column sums: fixed, so sums are reproducible; a multiple of common core counts.
 static const int64_t kBlocks = 48;
