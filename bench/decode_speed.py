@@ -7,7 +7,10 @@ Cached: encoder and cross-attention keys/values once, one token per step with th
 the whole search a `while` loop in one compiled graph. Reference: the same search rules driven from Python, the
 decoder recomputing the whole prefix every step (encoder once). With random weights </s> may never win, so both
 usually run all 64 steps: the fair comparison (the same hypotheses, checked). Compile time is excluded (warm-up).
-Prints sentences/s for both and, last, `decode_cache_speedup: X` (reference time / cached time).
+Prints sentences/s for both, `decode_cache_speedup: X` (reference time / cached time) and, last,
+`decode_fraction_of_peak: X`: the matmul FLOPs of the cached search (bench/flops.py `decoding_flops`: 16.0 GFLOP a
+sentence at the default sizes and source length 40, the encoder included; all max_decode_length steps counted) per
+second of the cached decoder, over the FLOP/s of a bare jit-compiled fp32 matmul measured in the same run.
 """
 import argparse
 import collections
@@ -21,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # The uncached reference decoder lives beside the tests, which check the cached decoder against it.
 sys.path.insert(0, os.path.join(REPO, "tests"))
+from bench.flops import best_matmul_peak, decoding_flops  # noqa: E402  (needs the repository on sys.path)
 DEFAULT_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "gigaword", "test.article.txt")
 
 
@@ -115,6 +119,14 @@ def main(args):
     print(f"reference (whole prefix recomputed each step): {batch / reference_time:.2f} sentences/s "
           f"({reference_time:.2f} s)")
     print(f"decode_cache_speedup: {reference_time / cached_time:.2f}")
+    # All L steps are counted: with random weights every best hypothesis reaches max_decode_length (printed above);
+    # when fewer do, the search may have stopped early and the figure overstates the work.
+    steps = args.max_decode_length
+    flops = decoding_flops(config, batch, source_len, args.beam, steps)
+    peak, peaks = best_matmul_peak()
+    print(f"decode_gflop: {flops / 1e9:.1f} ({steps} steps), achieved_gflop_per_s: {flops / cached_time / 1e9:.1f}")
+    print("matmul_gflop_per_s: " + ", ".join(f"{size}: {value / 1e9:.1f}" for size, value in peaks.items()))
+    print(f"decode_fraction_of_peak: {flops / cached_time / peak:.3f}")
     return 0
 
 

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 import mindspore as ms
-from mindspore import ops
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config.config import MassConfig, ModelConfig  # noqa: E402  (needs the repository on sys.path)
+from bench.flops import best_matmul_peak, training_flops  # noqa: E402
 
 
 def bench_config(args):
@@ -28,39 +28,6 @@ def bench_config(args):
                         intermediate_size=4 * args.d_model, hidden_dropout_prob=0.1, attention_dropout_prob=0.1,
                         max_position_embeddings=max(args.source_len, 64), max_decode_length=args.target_len)
     return dataclasses.replace(MassConfig(), model_config=model).validate()
-
-
-def model_flops_per_step(model_config, batch, source_len, target_len):
-    """Matmul FLOPs of one training step (forward x 3 for forward + backward), 2 FLOPs per multiply-add."""
-    d, d_ff, vocab = model_config.hidden_size, model_config.intermediate_size, model_config.vocab_size
-    source_tokens, target_tokens = batch * source_len, batch * target_len
-    encoder_layer = source_tokens * (8 * d * d + 4 * d * d_ff + 4 * source_len * d)
-    decoder_layer = (target_tokens * (8 * d * d + 4 * target_len * d)             # self-attention
-                     + target_tokens * (4 * d * d + 4 * source_len * d)            # cross: q, out, scores
-                     + source_tokens * 4 * d * d                                  # cross: keys, values
-                     + target_tokens * 4 * d * d_ff)
-    forward = (model_config.num_hidden_layers * encoder_layer + model_config.decoder_layers * decoder_layer
-               + target_tokens * 2 * d * vocab)
-    return 3 * forward
-
-
-def matmul_peak(size=1024, repeats=20):
-    """FLOP/s of a jit-compiled fp32 matmul of two size x size matrices (best of several timings)."""
-    a = ms.Tensor(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32))
-    b = ms.Tensor(np.random.default_rng(1).standard_normal((size, size)).astype(np.float32))
-    @ms.jit
-    def matmul(x, y):
-        return ops.matmul(x, y)
-
-    matmul(a, b).asnumpy()
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            out = matmul(a, b)
-        out.asnumpy()
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return 2 * size ** 3 / best
 
 
 def make_batch(rng, batch, source_len, target_len, vocab):
@@ -159,9 +126,8 @@ def main(args):
     with count_compilations() as compilations:
         compile_seconds, step_time = time_training(network, config, arrays, args.steps)
         bucket_times = bucket_training(network, config, rng, args)
-    flops = model_flops_per_step(config.model_config, args.batch, args.source_len, args.target_len)
-    peaks = {size: matmul_peak(size) for size in (512, 1024, 2048)}
-    peak = max(peaks.values())  # the strictest reference: the best square size
+    flops = training_flops(config.model_config, args.batch, args.source_len, args.target_len)
+    peak, peaks = best_matmul_peak()
     tokens = args.batch * (args.source_len + args.target_len)
     train_functions = ("accumulate", "update", "apply")  # src/train_step.py's TrainStep graphs
     print(f"model: d_model {args.d_model}, {args.layers}+{args.layers} layers, FFN {4 * args.d_model}, vocab "

@@ -34,6 +34,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID
+from src.kernels import beam_cache_op
+from src.model import write_cache
 
 # The score of an empty beam slot, and the log-probability added to a forbidden token. Finite, so that sums and
 # differences of such scores never produce NaN; far below any real cumulative log-probability, however many steps
@@ -235,51 +237,69 @@ class BeamSearch(nn.Cell):
 
 class CachedModelStep(nn.Cell):
     """The Transformer as a step cell: encoder and cross-attention keys/values once per sentence, then one token
-    per step with a fixed-shape self-attention key/value cache.
+    per step against a fixed-shape self-attention key/value cache.
 
-    Each step is `Seq2SeqModel.decode_step` (one cache tensor per layer, the new position written with a select);
-    this cell adds the beam dimension. State: one flat tuple, (cross_bias,) + self_keys + self_values + cross_keys
-    + cross_values, each of the four a tuple with one tensor per decoder layer: self keys/values [B*k, h, L, dh],
-    cross keys/values [B*k, h, S, dh]; cross_bias [B*k, 1, 1, S]. `split_state` names its parts. (Flat, because
-    a `while` loop carrying the nested tuple ran in-process but failed to compile in ms.export, MindSpore 2.10.)"""
+    Each step is `Seq2SeqModel.decode_step`, which attends over the cache and the new position and returns the new
+    position's keys/values; `reorder` then writes them into the cache while it re-orders the beams, in one pass
+    (src/kernels/beam_cache.cc where it can be built, else `write_cache` and a gather: the same values). State: one
+    flat tuple, (cross_bias, step) + self_keys + self_values + new_keys + new_values + cross_keys + cross_values,
+    each of the six a tuple with one tensor per decoder layer: self keys/values [B*k, h, L, dh], new keys/values
+    [B*k, h, 1, dh], cross keys/values [B*k, h, S, dh]; cross_bias [B*k, 1, 1, S], step int32 [] (the slot of the
+    new keys/values). `split_state` names its parts. (Flat, because a `while` loop carrying the nested tuple ran
+    in-process but failed to compile in ms.export, MindSpore 2.10.) kernels=False keeps to MindSpore's own ops
+    (export.py: a MINDIR file must not depend on a library built on this machine)."""
 
-    def __init__(self, model, beam_width, max_decode_length):
+    def __init__(self, model, beam_width, max_decode_length, kernels=True):
         super().__init__()
         self.model = model
         self.beam_width = beam_width
         self.max_decode_length = max_decode_length
         self.num_layers = len(model.decoder.layers)
+        self.cache_kernel = beam_cache_op() if kernels else None
 
     def split_state(self, state):
-        """The flat state -> (cross_bias, self_keys, self_values, cross_keys, cross_values)."""
-        layers = self.num_layers
-        return (state[0], state[1:1 + layers], state[1 + layers:1 + 2 * layers], state[1 + 2 * layers:1 + 3 * layers],
-                state[1 + 3 * layers:])
+        """The flat state -> (cross_bias, step, self_keys, self_values, new_keys, new_values, cross_keys,
+        cross_values)."""
+        n = self.num_layers
+        return (state[0], state[1], state[2:2 + n], state[2 + n:2 + 2 * n], state[2 + 2 * n:2 + 3 * n],
+                state[2 + 3 * n:2 + 4 * n], state[2 + 4 * n:2 + 5 * n], state[2 + 5 * n:])
 
     def start(self, source_ids):
         encoded, cross_bias = self.model.encode(source_ids)
         rows = source_ids.shape[0] * self.beam_width
-        self_keys, cross_keys, cross_values = (), (), ()
+        self_keys, new_keys, cross_keys, cross_values = (), (), (), ()
         for layer in self.model.decoder.layers:
             keys, values = layer.cross_attention.project_key_value(encoded)     # [B, h, S, dh]
             cross_keys += (repeat_beams(keys, self.beam_width, 0),)
             cross_values += (repeat_beams(values, self.beam_width, 0),)
             self_keys += (ops.zeros((rows, keys.shape[1], self.max_decode_length, keys.shape[3]), ms.float32),)
-        return (repeat_beams(cross_bias, self.beam_width, 0),) + self_keys + self_keys + cross_keys + cross_values
+            new_keys += (ops.zeros((rows, keys.shape[1], 1, keys.shape[3]), ms.float32),)
+        step = ms.Tensor(0, ms.int32)
+        return ((repeat_beams(cross_bias, self.beam_width, 0), step) + self_keys + self_keys + new_keys + new_keys
+                + cross_keys + cross_values)
 
     def construct(self, token_ids, step, state):
-        cross_bias, self_keys, self_values, cross_keys, cross_values = self.split_state(state)
-        log_probs, self_keys, self_values = self.model.decode_step(token_ids, step, self_keys, self_values,
-                                                                   cross_keys, cross_values, cross_bias)
-        return log_probs, (cross_bias,) + self_keys + self_values + cross_keys + cross_values
+        cross_bias, _, self_keys, self_values, _, _, cross_keys, cross_values = self.split_state(state)
+        log_probs, new_keys, new_values = self.model.decode_step(token_ids, step, self_keys, self_values,
+                                                                 cross_keys, cross_values, cross_bias)
+        return log_probs, ((cross_bias, step) + self_keys + self_values + new_keys + new_values + cross_keys
+                           + cross_values)
+
+    def update_cache(self, caches, new, rows, step):
+        """caches [B*k, h, L, dh] with new [B*k, h, 1, dh] at slot `step`, then row r <- row rows[r]."""
+        if self.cache_kernel is not None:
+            slot = step.reshape(1)
+            return tuple(self.cache_kernel(cache, value, rows, slot)[0] for cache, value in zip(caches, new))
+        return tuple(ops.gather(cache, rows, 0) for cache in write_cache(caches, new, step))
 
     def reorder(self, state, rows):
         # Beams only move within their sentence, so the cross-attention tensors (the same for all of a
         # sentence's beams) need no re-ordering.
-        cross_bias, self_keys, self_values, cross_keys, cross_values = self.split_state(state)
-        self_keys = tuple(ops.gather(cache, rows, 0) for cache in self_keys)
-        self_values = tuple(ops.gather(cache, rows, 0) for cache in self_values)
-        return (cross_bias,) + self_keys + self_values + cross_keys + cross_values
+        cross_bias, step, self_keys, self_values, new_keys, new_values, cross_keys, cross_values = \
+            self.split_state(state)
+        self_keys = self.update_cache(self_keys, new_keys, rows, step)
+        self_values = self.update_cache(self_values, new_values, rows, step)
+        return ((cross_bias, step) + self_keys + self_values + new_keys + new_values + cross_keys + cross_values)
 
 
 class BeamSearchDecoder(nn.Cell):
@@ -321,11 +341,11 @@ def search_from_config(model_config, vocab=None, early_stopping=True):
                       model_config.unk_penalty)
 
 
-def cached_decoder(model, search):
+def cached_decoder(model, search, kernels=True):
     """The compiled decoder of `model` (set to inference mode) for `search`'s settings: one graph with a `while`
-    loop over cached steps."""
+    loop over cached steps (kernels=False: MindSpore's own ops only, see `CachedModelStep`)."""
     model.set_train(False)
-    return BeamSearchDecoder(CachedModelStep(model, search.beam_width, search.max_decode_length), search)
+    return BeamSearchDecoder(CachedModelStep(model, search.beam_width, search.max_decode_length, kernels), search)
 
 
 def best_hypotheses(sequences, scores=None):

@@ -7,8 +7,8 @@ process only the masked fragment at its true sentence positions. Masks come from
 positions (causal), never from a separate mask tensor.
 
 Besides teacher-forced `construct`, the model exposes the pieces beam search needs: `encode`,
-`cross_attention_cache` (encoder keys/values computed once) and `decode_step` (one token with a fixed-shape
-self-attention key/value cache, one tensor per layer).
+`cross_attention_cache` (encoder keys/values computed once), `decode_step` (one token against a fixed-shape
+self-attention key/value cache, one tensor per layer) and `write_cache` (the step's keys/values into the cache).
 """
 import math
 
@@ -87,6 +87,21 @@ class MultiHeadAttention(nn.Cell):
         context = self.context_matmul(weights, values)                             # [b, h, q_len, dh]
         context = context.transpose(0, 2, 1, 3).reshape(batch, q_len, d_model)    # [b, q_len, d_model]
         return self.output(context)
+
+    def attend_step(self, query, keys, values, bias, new_key, new_value):
+        """One new position: query [n, 1, d_model] over cached keys/values [n, h, L, dh] (bias [1, 1, 1, L] masks
+        the slots not yet written) and over its own new_key/new_value [n, h, 1, dh], which are not in the cache: the
+        caller writes them there afterwards (beam search fuses that write with re-ordering the beams). The softmax
+        over the L + 1 scores is written out, so that no [.., L + 1] tensor is concatenated or sliced."""
+        n, _, d_model = query.shape
+        q = self.query(query).reshape(n, self.num_heads, 1, self.head_dim) * self.scale   # [n, h, 1, dh]
+        scores = self.scores_matmul(q, keys) + bias                                # [n, h, 1, L]
+        new_score = (q * new_key).sum(-1, keepdims=True)                           # [n, h, 1, 1]
+        top = ops.maximum(scores.max(-1, keepdims=True), new_score)
+        weights, new_weight = ops.exp(scores - top), ops.exp(new_score - top)
+        total = weights.sum(-1, keepdims=True) + new_weight
+        context = (self.context_matmul(weights, values) + new_weight * new_value) / total  # [n, h, 1, dh]
+        return self.output(context.reshape(n, 1, d_model))
 
     def construct(self, query, memory, bias):
         keys, values = self.project_key_value(memory)
@@ -177,16 +192,14 @@ class DecoderLayer(nn.Cell):
         x = self.self_attention_block.after(x, self.self_attention(h, h, self_bias))
         return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias)
 
-    def step(self, x, self_keys, self_values, write, self_bias, cross_keys, cross_values, cross_bias):
-        """One new position. x [n, 1, d_model]; self_keys/values [n, h, max_len, dh] are this layer's cache, into
-        which this position's key/value is selected where `write` ([1, 1, max_len, 1] bool) is set (static shapes;
-        a select, not a one-hot blend, since blending does arithmetic over the whole cache)."""
+    def step(self, x, self_keys, self_values, self_bias, cross_keys, cross_values, cross_bias):
+        """One new position. x [n, 1, d_model]; self_keys/values [n, h, max_len, dh] are this layer's cache of the
+        earlier positions. Returns (x, this position's key and value [n, h, 1, dh], for the caller to write)."""
         h = self.self_attention_block.before(x)
         new_keys, new_values = self.self_attention.project_key_value(h)          # [n, h, 1, dh]
-        self_keys = ops.where(write, new_keys, self_keys)                         # [n, h, max_len, dh]
-        self_values = ops.where(write, new_values, self_values)
-        x = self.self_attention_block.after(x, self.self_attention.attend(h, self_keys, self_values, self_bias))
-        return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias), self_keys, self_values
+        attended = self.self_attention.attend_step(h, self_keys, self_values, self_bias, new_keys, new_values)
+        x = self.self_attention_block.after(x, attended)
+        return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias), new_keys, new_values
 
     def _cross_and_feed_forward(self, x, cross_keys, cross_values, cross_bias):
         h = self.cross_attention_block.before(x)
@@ -247,11 +260,12 @@ class Decoder(nn.Cell):
             x = layer(x, self_bias, cross_keys[i], cross_values[i], cross_bias)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def step(self, x, self_keys, self_values, write, self_bias, cross_keys, cross_values, cross_bias):
-        """Caches are tuples with one tensor per layer (slicing and re-stacking one big tensor cost ~6x per step)."""
+    def step(self, x, self_keys, self_values, self_bias, cross_keys, cross_values, cross_bias):
+        """Caches are tuples with one tensor per layer (slicing and re-stacking one big tensor cost ~6x per step);
+        returns (x, the new position's keys and values: tuples of [n, h, 1, dh])."""
         new_keys, new_values = (), ()
         for i, layer in enumerate(self.layers):
-            x, layer_keys, layer_values = layer.step(x, self_keys[i], self_values[i], write, self_bias,
+            x, layer_keys, layer_values = layer.step(x, self_keys[i], self_values[i], self_bias,
                                                      cross_keys[i], cross_values[i], cross_bias)
             new_keys += (layer_keys,)
             new_values += (layer_values,)
@@ -305,20 +319,29 @@ class Seq2SeqModel(nn.Cell):
     def decode_step(self, token_ids, step, self_keys, self_values, cross_keys, cross_values, cross_bias):
         """One decoding step at position `step` (int32 scalar Tensor) for n hypotheses.
 
-        token_ids [n]; self_keys/values: tuples (one per layer) of [n, h, max_len, dh] caches; cross_* from
-        `cross_attention_cache`. Returns (log-probabilities [n, vocab], updated self_keys, self_values).
+        token_ids [n]; self_keys/values: tuples (one per layer) of [n, h, max_len, dh] caches holding positions
+        0 .. step - 1; cross_* from `cross_attention_cache`. Returns (log-probabilities [n, vocab], new_keys,
+        new_values): this position's keys and values, tuples of [n, h, 1, dh], which `write_cache` puts into the
+        caches at slot `step` (beam search writes them while it re-orders the beams).
         """
         n = token_ids.shape[0]
         max_len = self_keys[0].shape[2]
         positions = ops.broadcast_to(step.reshape(1, 1), (n, 1)).astype(ms.int32)
         x = self.embedder(token_ids.reshape(n, 1), positions)                       # [n, 1, d_model]
-        slots = ops.arange(max_len, dtype=ms.int32)
-        write = (slots == step).reshape(1, 1, max_len, 1)
-        self_bias = ((slots > step).astype(ms.float32) * ATTENTION_MASK_BIAS).reshape(1, 1, 1, max_len)
-        hidden, self_keys, self_values = self.decoder.step(x, self_keys, self_values, write, self_bias,
-                                                           cross_keys, cross_values, cross_bias)
-        log_probs = ops.log_softmax(self.embedder.logits(hidden)[:, 0, :], -1)     # [n, vocab]
-        return log_probs, self_keys, self_values
+        unwritten = ops.arange(max_len, dtype=ms.int32) >= step
+        self_bias = (unwritten.astype(ms.float32) * ATTENTION_MASK_BIAS).reshape(1, 1, 1, max_len)
+        hidden, new_keys, new_values = self.decoder.step(x, self_keys, self_values, self_bias,
+                                                         cross_keys, cross_values, cross_bias)
+        # reshape, not [:, 0, :]: MindSpore 2.10's CPU StridedSlice took 16% of a beam-search step on [n, 1, vocab]
+        log_probs = ops.log_softmax(self.embedder.logits(hidden).reshape(n, -1), -1)   # [n, vocab]
+        return log_probs, new_keys, new_values
+
+
+def write_cache(caches, new, step):
+    """caches: tuple of [n, h, L, dh]; new: tuple of [n, h, 1, dh] -> the caches with `new` at slot `step` (a select,
+    not a one-hot blend, which would do arithmetic over the whole cache)."""
+    write = (ops.arange(caches[0].shape[2], dtype=ms.int32) == step).reshape(1, 1, -1, 1)
+    return tuple(ops.where(write, value, cache) for cache, value in zip(caches, new))
 
 
 def label_smoothed_nll(logits, target_ids, smoothing):

@@ -13,7 +13,8 @@ from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, LIVE_SCORES, 
                              REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
                              cached_decoder, gather_beams, length_penalty, search_from_config)
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, Dictionary, build_vocabulary
-from src.model import Seq2SeqModel
+from src.kernels import beam_cache_op
+from src.model import Seq2SeqModel, write_cache
 
 VOCAB = 9
 A, B, C, D = 5, 6, 7, 8
@@ -303,26 +304,40 @@ def sources(seed=0, batch=4, length=7):
     return source
 
 
-def test_cached_step_equals_model_decode_step(model):
+@pytest.mark.parametrize("kernels", [True, False])
+def test_cached_step_equals_model_decode_step(model, kernels):
     """The beam search's step cell (beams repeated in its start state) computes what Seq2SeqModel.decode_step
-    computes on the beam-repeated batch."""
+    computes on the beam-repeated batch, and its cache update (the C++ kernel, or MindSpore's ops) writes the step's
+    keys/values and moves the beams exactly as write_cache and a gather do."""
     source = sources()
     beam, max_len = 2, 4
-    cell = CachedModelStep(model, beam, max_len)
+    cell = CachedModelStep(model, beam, max_len, kernels)
+    assert (cell.cache_kernel is not None) == (kernels and beam_cache_op() is not None)
     state = cell.start(ms.Tensor(source))
     encoded, cross_bias = model.encode(ms.Tensor(np.repeat(source, beam, 0)))
     cross_keys, cross_values = model.cross_attention_cache(encoded)
     rows, heads, _, head_dim = cross_keys[0].shape
     self_keys = tuple(ms.ops.zeros((rows, heads, max_len, head_dim), ms.float32) for _ in cross_keys)
     self_values = self_keys
-    tokens = np.random.default_rng(9).integers(5, 40, size=(max_len, len(source) * beam)).astype(np.int32)
+    rng = np.random.default_rng(9)
+    tokens = rng.integers(5, 40, size=(max_len, len(source) * beam)).astype(np.int32)
     tokens[0] = BOS_ID
     for step in range(max_len):
-        log_probs, state = cell(ms.Tensor(tokens[step]), ms.Tensor(step, ms.int32), state)
-        expected, self_keys, self_values = model.decode_step(ms.Tensor(tokens[step]), ms.Tensor(step, ms.int32),
-                                                             self_keys, self_values, cross_keys, cross_values,
-                                                             cross_bias)
+        step_tensor = ms.Tensor(step, ms.int32)
+        log_probs, state = cell(ms.Tensor(tokens[step]), step_tensor, state)
+        expected, new_keys, new_values = model.decode_step(ms.Tensor(tokens[step]), step_tensor, self_keys,
+                                                           self_values, cross_keys, cross_values, cross_bias)
         np.testing.assert_allclose(log_probs.asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-5)
+        # each sentence's beams swapped or kept, at random
+        moved = (np.arange(rows) ^ rng.integers(0, 2, size=rows)).astype(np.int32)
+        state = cell.reorder(state, ms.Tensor(moved))
+        self_keys = tuple(ms.ops.gather(cache, ms.Tensor(moved), 0)
+                          for cache in write_cache(self_keys, new_keys, step_tensor))
+        self_values = tuple(ms.ops.gather(cache, ms.Tensor(moved), 0)
+                            for cache in write_cache(self_values, new_values, step_tensor))
+        _, _, cell_keys, cell_values, _, _, _, _ = cell.split_state(state)
+        for cell_cache, expected_cache in zip(cell_keys + cell_values, self_keys + self_values):
+            np.testing.assert_array_equal(cell_cache.asnumpy(), expected_cache.asnumpy())
 
 
 _DECODERS = {}

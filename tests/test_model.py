@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import ops
 
 from config.config import ModelConfig
-from src.model import LossNetwork, Seq2SeqModel, label_smoothed_nll, sinusoidal_table
+from src.model import LossNetwork, Seq2SeqModel, label_smoothed_nll, sinusoidal_table, write_cache
 
 
 def tiny_config(**changes):
@@ -109,9 +109,11 @@ def test_cached_steps_equal_full_decode(model):
     self_keys = tuple(ops.zeros((n, heads, max_len, head_dim), ms.float32) for _ in cross_keys)
     self_values = self_keys
     for step in range(6):
-        log_probs, self_keys, self_values = model.decode_step(
+        log_probs, new_keys, new_values = model.decode_step(
             ms.Tensor(decoder_input[:, step]), ms.Tensor(step, ms.int32), self_keys, self_values,
             cross_keys, cross_values, cross_bias)
+        self_keys = write_cache(self_keys, new_keys, ms.Tensor(step, ms.int32))
+        self_values = write_cache(self_values, new_values, ms.Tensor(step, ms.int32))
         np.testing.assert_allclose(log_probs.asnumpy(), full_log_probs[:, step], atol=1e-5)
 
 

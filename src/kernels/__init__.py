@@ -1,7 +1,8 @@
 """Hand-written CPU code, built once with the system C++ compiler: MindSpore AOT custom ops and a ctypes library.
 
 `layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, `dropout_op()` the counter-based
-dropout of `dropout.cc`, `bpe_library()` the ctypes library of
+dropout of `dropout.cc`, `beam_cache_op()` the beam-search cache update of `beam_cache.cc`, `bpe_library()` the
+ctypes library of
 `bpe.cc` (BPE apply on plain text, used by src/bpe.py). Each is None where it cannot be used: no C++ compiler with
 OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings and equivalence tests). The
 shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
@@ -71,6 +72,11 @@ def dropout_op():
     return _cached("dropout", "dropout.cc", _make_dropout_op)
 
 
+def beam_cache_op():
+    """MindSpore custom op (cache, fresh, rows, slot) -> (updated cache,) of beam_cache.cc (inference only), or None."""
+    return _cached("beam_cache", "beam_cache.cc", _make_beam_cache_op)
+
+
 def bpe_library():
     """ctypes library of bpe.cc with its signatures, or None."""
     return _cached("bpe", "bpe.cc", _load_bpe_library)
@@ -111,6 +117,10 @@ def _make_dropout_op(library):
         return dout[0] * out[1], ops.zeros_like(stream), ops.zeros_like(threshold), ops.zeros_like(scale)
 
     return _aot_op(library, "CounterDropout", lambda x, stream, threshold, scale: (x, x), bprop)
+
+
+def _make_beam_cache_op(library):
+    return _aot_op(library, "BeamCacheUpdate", lambda cache, fresh, rows, slot: (cache,), None)
 
 
 def _load_bpe_library(path):
