@@ -80,16 +80,6 @@ def gather_beams(x, beam_indices):
     return picked.reshape((batch_size, beam_indices.shape[1]) + x.shape[2:])
 
 
-def repeat_beams(x, beam_width, axis):
-    """Each sentence's slice repeated k times, a sentence's beams adjacent: [.., B, ..] -> [.., B*k, ..].
-
-    (broadcast + reshape keeps the shape static in graph mode, where ops.repeat_interleave's output shape is
-    unknown at compile time and makes the whole loop dynamic-shaped and slow.)"""
-    shape = x.shape
-    expanded = ops.broadcast_to(x.expand_dims(axis + 1), shape[:axis + 1] + (beam_width,) + shape[axis + 1:])
-    return expanded.reshape(shape[:axis] + (shape[axis] * beam_width,) + shape[axis + 1:])
-
-
 class BeamSearch(nn.Cell):
     """The search logic on fixed-shape tensors: `init_state`, `update`, `is_running`, `finalize`."""
 
@@ -153,7 +143,6 @@ class BeamSearch(nn.Cell):
         (the model state must be re-ordered with it)."""
         step, live_tokens, live_seqs, live_scores, finished_seqs, finished_scores, done = state
         batch_size, k = live_scores.shape
-        vocab = self.vocab_size
         length = self.max_decode_length
         log_probs = log_probs.astype(ms.float32) + self.token_bias
         eos_blocked = (step < self.min_decode_length).astype(ms.float32)
@@ -162,12 +151,16 @@ class BeamSearch(nn.Cell):
             banned = self.repeated_ngram_tokens(flatten_beam_dim(live_seqs), step)
             log_probs = log_probs + banned.astype(ms.float32) * IMPOSSIBLE_SCORE
 
-        # The 2k best continuations: even if k of them end with </s>, k remain to stay live.
-        candidates = (live_scores.reshape(batch_size, k, 1) + log_probs.reshape(batch_size, k, vocab))
-        top_scores, top_ids = ops.topk(candidates.reshape(batch_size, k * vocab), 2 * k)
-        top_ids = top_ids.astype(ms.int32)
-        origin = top_ids // vocab                                                  # [B, 2k] beam continued
-        tokens = top_ids - origin * vocab                                          # [B, 2k] token appended
+        # The 2k best continuations: even if k of them end with </s>, k remain to stay live. In two stages: each
+        # hypothesis's 2k best contain all of its continuations among its sentence's 2k best, so the best 2k of
+        # those k * 2k are the best 2k of all k * vocab (a top-k over [B, k * vocab] took 8% of a step).
+        per_beam = min(2 * k, self.vocab_size)
+        candidates = live_scores.reshape(batch_size * k, 1) + log_probs            # [B*k, vocab]
+        beam_scores, beam_tokens = ops.topk(candidates, per_beam)                  # [B*k, per_beam]
+        top_scores, pick = ops.topk(beam_scores.reshape(batch_size, k * per_beam), 2 * k)
+        pick = pick.astype(ms.int32)
+        origin = pick // per_beam                                                  # [B, 2k] beam continued
+        tokens = ops.gather_elements(beam_tokens.astype(ms.int32).reshape(batch_size, k * per_beam), 1, pick)
         at_step = (ops.arange(length, dtype=ms.int32) == step).reshape(1, 1, length)
         top_seqs = ops.where(at_step, tokens.reshape(batch_size, 2 * k, 1), gather_beams(live_seqs, origin))
         ends = tokens == EOS_ID
@@ -244,8 +237,8 @@ class CachedModelStep(nn.Cell):
     (src/kernels/beam_cache.cc where it can be built, else `write_cache` and a gather: the same values). State: one
     flat tuple, (cross_bias, step) + self_keys + self_values + new_keys + new_values + cross_keys + cross_values,
     each of the six a tuple with one tensor per decoder layer: self keys/values [B*k, h, L, dh], new keys/values
-    [B*k, h, 1, dh], cross keys/values [B*k, h, S, dh]; cross_bias [B*k, 1, 1, S], step int32 [] (the slot of the
-    new keys/values). `split_state` names its parts. (Flat, because a `while` loop carrying the nested tuple ran
+    [B*k, h, 1, dh], cross keys/values [B, h, S, dh] once per sentence (a sentence's beams share them:
+    `MultiHeadAttention.attend_grouped`); cross_bias [B, 1, 1, S], step int32 [] (the slot of the new keys/values). `split_state` names its parts. (Flat, because a `while` loop carrying the nested tuple ran
     in-process but failed to compile in ms.export, MindSpore 2.10.) kernels=False keeps to MindSpore's own ops
     (export.py: a MINDIR file must not depend on a library built on this machine)."""
 
@@ -270,13 +263,12 @@ class CachedModelStep(nn.Cell):
         self_keys, new_keys, cross_keys, cross_values = (), (), (), ()
         for layer in self.model.decoder.layers:
             keys, values = layer.cross_attention.project_key_value(encoded)     # [B, h, S, dh]
-            cross_keys += (repeat_beams(keys, self.beam_width, 0),)
-            cross_values += (repeat_beams(values, self.beam_width, 0),)
+            cross_keys += (keys,)
+            cross_values += (values,)
             self_keys += (ops.zeros((rows, keys.shape[1], self.max_decode_length, keys.shape[3]), ms.float32),)
             new_keys += (ops.zeros((rows, keys.shape[1], 1, keys.shape[3]), ms.float32),)
         step = ms.Tensor(0, ms.int32)
-        return ((repeat_beams(cross_bias, self.beam_width, 0), step) + self_keys + self_keys + new_keys + new_keys
-                + cross_keys + cross_values)
+        return (cross_bias, step) + self_keys + self_keys + new_keys + new_keys + cross_keys + cross_values
 
     def construct(self, token_ids, step, state):
         cross_bias, _, self_keys, self_values, _, _, cross_keys, cross_values = self.split_state(state)
@@ -293,8 +285,8 @@ class CachedModelStep(nn.Cell):
         return tuple(ops.gather(cache, rows, 0) for cache in write_cache(caches, new, step))
 
     def reorder(self, state, rows):
-        # Beams only move within their sentence, so the cross-attention tensors (the same for all of a
-        # sentence's beams) need no re-ordering.
+        # Beams only move within their sentence, so the cross-attention tensors (one per sentence) need no
+        # re-ordering.
         cross_bias, step, self_keys, self_values, new_keys, new_values, cross_keys, cross_values = \
             self.split_state(state)
         self_keys = self.update_cache(self_keys, new_keys, rows, step)

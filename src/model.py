@@ -103,6 +103,18 @@ class MultiHeadAttention(nn.Cell):
         context = (self.context_matmul(weights, values) + new_weight * new_value) / total  # [n, h, 1, dh]
         return self.output(context.reshape(n, 1, d_model))
 
+    def attend_grouped(self, query, keys, values, bias):
+        """One position for each of n = B * g rows (a sentence's g rows adjacent, e.g. its beams) over keys/values
+        [B, h, S, dh] computed once per sentence: query [n, 1, d_model], bias broadcastable to [B, h, g, S]. The
+        same values as `attend` on keys repeated g times, reading them once per sentence instead of once per row."""
+        n, _, d_model = query.shape
+        batch = keys.shape[0]
+        group = n // batch
+        q = self.query(query).reshape(batch, group, self.num_heads, self.head_dim).transpose(0, 2, 1, 3) * self.scale
+        weights = ops.softmax(self.scores_matmul(q, keys) + bias, -1)             # [B, h, g, S]
+        context = self.context_matmul(weights, values)                             # [B, h, g, dh]
+        return self.output(context.transpose(0, 2, 1, 3).reshape(n, 1, d_model))
+
     def construct(self, query, memory, bias):
         keys, values = self.project_key_value(memory)
         return self.attend(query, keys, values, bias)
@@ -190,21 +202,24 @@ class DecoderLayer(nn.Cell):
     def construct(self, x, self_bias, cross_keys, cross_values, cross_bias):
         h = self.self_attention_block.before(x)
         x = self.self_attention_block.after(x, self.self_attention(h, h, self_bias))
-        return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias)
+        h = self.cross_attention_block.before(x)
+        x = self.cross_attention_block.after(x, self.cross_attention.attend(h, cross_keys, cross_values, cross_bias))
+        return self.feed_forward_block.after(x, self.feed_forward(self.feed_forward_block.before(x)))
 
     def step(self, x, self_keys, self_values, self_bias, cross_keys, cross_values, cross_bias):
         """One new position. x [n, 1, d_model]; self_keys/values [n, h, max_len, dh] are this layer's cache of the
-        earlier positions. Returns (x, this position's key and value [n, h, 1, dh], for the caller to write)."""
+        earlier positions; cross keys/values [B, h, S, dh] and cross_bias [B, 1, 1, S] may be per sentence, for
+        n = B * g rows (`attend_grouped`). Returns (x, this position's key and value [n, h, 1, dh], for the caller to
+        write)."""
         h = self.self_attention_block.before(x)
         new_keys, new_values = self.self_attention.project_key_value(h)          # [n, h, 1, dh]
         attended = self.self_attention.attend_step(h, self_keys, self_values, self_bias, new_keys, new_values)
         x = self.self_attention_block.after(x, attended)
-        return self._cross_and_feed_forward(x, cross_keys, cross_values, cross_bias), new_keys, new_values
-
-    def _cross_and_feed_forward(self, x, cross_keys, cross_values, cross_bias):
         h = self.cross_attention_block.before(x)
-        x = self.cross_attention_block.after(x, self.cross_attention.attend(h, cross_keys, cross_values, cross_bias))
-        return self.feed_forward_block.after(x, self.feed_forward(self.feed_forward_block.before(x)))
+        attended = self.cross_attention.attend_grouped(h, cross_keys, cross_values, cross_bias)
+        x = self.cross_attention_block.after(x, attended)
+        x = self.feed_forward_block.after(x, self.feed_forward(self.feed_forward_block.before(x)))
+        return x, new_keys, new_values
 
 
 class Embedder(nn.Cell):

@@ -14,8 +14,19 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.beam_search import LIVE_SEQS, BeamSearchDecoder, flatten_beam_dim, repeat_beams
+from src.beam_search import LIVE_SEQS, BeamSearchDecoder, flatten_beam_dim
 from src.dictionary import BOS_ID
+
+
+def repeat_beams(x, beam_width, axis):
+    """Each sentence's slice repeated k times, a sentence's beams adjacent: [.., B, ..] -> [.., B*k, ..].
+
+    (broadcast + reshape keeps the shape static in graph mode, where ops.repeat_interleave's output shape is
+    unknown at compile time and makes the whole loop dynamic-shaped and slow.)"""
+    shape = x.shape
+    expanded = ops.broadcast_to(x.expand_dims(axis + 1), shape[:axis + 1] + (beam_width,) + shape[axis + 1:])
+    return expanded.reshape(shape[:axis] + (shape[axis] * beam_width,) + shape[axis + 1:])
+
 
 
 class TableStep(nn.Cell):
