@@ -18,7 +18,7 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q tests
 
-BENCHES := bench/bpe_speed.py bench/datagen_speed.py bench/train_speed.py bench/decode_speed.py
+BENCHES := bench/bpe_speed.py bench/datagen_speed.py bench/loader_scale.py bench/train_speed.py bench/decode_speed.py
 
 bench: venv
 	@set -o pipefail; for b in $(BENCHES); do echo "=== $$b"; $(PY) $$b || exit 1; done 2>&1 | tee bench/last_bench.log

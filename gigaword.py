@@ -4,7 +4,9 @@ Outputs OUTPUT/gigaword_{train,valid,test}.{mindrecord,tfrecord}. Lengths count 
 Train pairs with a side longer than --max_len (or empty) are dropped and counted, and their sources get the
 noise channel (--noise_prob). Valid and test pairs are never dropped: longer sides are truncated to --max_len
 ids (keeping </s>) and counted, so scores cover all pairs (all 1,951 of the standard test set); score against
-the reference text files, not the truncated record targets. Gigaword's `UNK` and `<unk>` both map to <unk>.
+the reference text files, not the truncated record targets. Gigaword's `UNK` and `<unk>` both map to <unk>: map UNK
+before BPE (tokenize_corpus.py or apply_bpe_encoding.py --map_token UNK=<unk>), or BPE cuts it into pieces; a whole
+UNK left in the BPE text is mapped here as well.
 """
 import argparse
 

@@ -8,16 +8,17 @@ Vocabulary: --existed_vocab FILE, or --dict_folder DIR to build one from the tok
 (build_vocabulary in src/dictionary.py, as apply_bpe_encoding.py: most frequent first, padded to a multiple of 8)
 and save it as DIR/vocab.txt. The vocabulary used is also saved beside the records as OUTPUT/vocab.txt.
 Output: OUTPUT/news.mindrecord (or news.tfrecord); with --num_shards N > 1: news.mindrecord0 .. news.mindrecord{N-1}
-(+ .db index files for MindRecord). Each sentence is masked with np.random.default_rng([seed, line index]) (line
-index counted over all input files), so the output is the same for any --processes.
+(+ .db index files for MindRecord). Each sentence's masking draws are hashed from (seed, line index) (line index
+counted over all input files; src/masking.py), so the output is the same for any --processes.
+Streaming: the text is read twice (a check-and-count pass, then masking and writing in chunks of 2,000 sentences),
+never held whole; --processes workers mask chunks while this process writes, or with --num_shards > 1 each worker
+masks and writes whole shards (src/builders.py).
 """
 import argparse
-import collections
 import os
 import time
 
-from src.builders import (build_monolingual_records, check_record_set_output, filter_sentences, format_counts,
-                          read_text_lines)
+from src.builders import build_monolingual_records, check_record_set_output, format_counts, scan_monolingual
 from src.cli_args import add_record_set_arguments
 from src.dictionary import Dictionary, build_vocabulary
 from src.errors import UserError, check_output_folder, require_file, require_folder, run_cli
@@ -65,14 +66,6 @@ def folder_files(src_folder, suffix=""):
     return [os.path.join(src_folder, name) for name in names]
 
 
-def sentence_token_counts(items):
-    """Token counts of the kept (line index, line) sentences: the vocabulary covers what the records hold."""
-    counts = collections.Counter()
-    for _, line in items:
-        counts.update(line.split())
-    return counts
-
-
 def main(args):
     started = time.time()
     vocab = Dictionary.load_from_persisted_dict(args.existed_vocab) if args.existed_vocab else None
@@ -84,21 +77,20 @@ def main(args):
     check_record_set_output(output, args.format, args.num_shards)
     if args.dict_folder:
         check_output_folder(args.dict_folder, "--dict_folder", files=["vocab.txt"])
-    lines = []
-    for path in sources:
-        lines.extend(read_text_lines(path, "corpus file"))
-    items, counts = filter_sentences(lines, min_len=args.min_len, max_len=args.max_len)
-    del lines
-    if not items:
+    # First pass: check the text, count kept and dropped sentences (and their tokens for --dict_folder).
+    scan = scan_monolingual(sources, min_len=args.min_len, max_len=args.max_len, language_model=args.language_model,
+                            mask_ratio=args.mask_ratio, count_tokens=vocab is None)
+    if not scan.kept:
         raise UserError(f"no sentence in {args.src_folder or ' '.join(sources)} has between {args.min_len} and "
                         f"{args.max_len - 1} tokens")
     if vocab is None:
-        vocab = build_vocabulary(sentence_token_counts(items), pad_to_multiple=8)
-    with progress_bar(total=len(items), desc="news records", unit="sent") as progress:
-        paths, unknown = build_monolingual_records(items, vocab, path=output, language_model=args.language_model,
-                                                   mask_ratio=args.mask_ratio, seed=args.seed, format=args.format,
-                                                   num_shards=args.num_shards, processes=args.processes,
-                                                   progress=progress)
+        vocab = build_vocabulary(scan.token_counts, pad_to_multiple=8)
+    counts = dict(scan.counts)
+    with progress_bar(total=scan.kept, desc="news records", unit="sent") as progress:
+        paths, unknown = build_monolingual_records(
+            sources, scan, vocab, path=output, language_model=args.language_model, mask_ratio=args.mask_ratio,
+            seed=args.seed, min_len=args.min_len, max_len=args.max_len, format=args.format,
+            num_shards=args.num_shards, processes=args.processes, progress=progress)
     vocab.persistence(os.path.join(args.output_folder, "vocab.txt"))
     if args.dict_folder:
         vocab.persistence(os.path.join(args.dict_folder, "vocab.txt"))

@@ -9,8 +9,8 @@ bytes -> U+FFFD, lines over --max_chars characters -> empty line, blank lines ->
 counted in the closing summary line. Outputs are written atomically: all of them or none.
 Then, token by token: --map_token FROM=TO replaces a whole token (matched as the tokenizer wrote it, TO written as
 given; counted as `mapped`), --lowercase lowercases the others, --digits_to_hash writes each of their Unicode
-decimal digits as # (1.5 -> #.#). BPE splits a target such as <unk> unless the codes merge it whole: check the
-BPE output (grep -c '<@@').
+decimal digits as # (1.5 -> #.#). A <unk> in the text (or mapped to, e.g. --map_token UNK=<unk> for Gigaword)
+stays one token: the tokenizers do not cut it, nor does apply_bpe_encoding.py (its default --glossaries).
 """
 import argparse
 

@@ -64,8 +64,10 @@ merges=10000; [ "$quick" = 1 ] && merges=2000
 mkdir -p "$run/vocab"
 bash scripts/learn_subword.sh "$merges" "$run/vocab/bpe.codes" "$tok/news.txt" "$tok/giga_train.article.txt" \
   "$tok/giga_train.title.txt" "$tok/cornell_train.src.txt" "$tok/cornell_train.tgt.txt"
+# Gigaword writes its unknown word UNK (test) or <unk> (train, valid): both become the one token <unk>, which BPE
+# never cuts (apply_bpe_encoding.py's default glossary) and learn_subword.sh leaves out of the merges.
 "$python" apply_bpe_encoding.py --codes "$run/vocab/bpe.codes" --src_folder "$tok" --output_folder "$bpe" \
-  --prefix "" --vocab_path "$run/vocab/vocab.txt" --threshold 3 --processes 2
+  --prefix "" --vocab_path "$run/vocab/vocab.txt" --threshold 3 --processes 2 --map_token 'UNK=<unk>'
 }
 run_stage bpe bpe_stage
 vocab=$run/vocab/vocab.txt
@@ -181,7 +183,8 @@ with open(os.path.join(short_run, "config.json"), "w", encoding="utf-8") as out:
 with open(os.path.join(long_run, "start_time"), encoding="utf-8") as handle:
     start = int(handle.read())
 with open(os.path.join(long_run, "metrics.jsonl"), encoding="utf-8") as handle:
-    end = [record["time"] for record in map(json.loads, handle) if record["type"] == "valid"][epochs - 1]
+    end = [record["time"] for record in map(json.loads, handle)
+           if record["type"] == "valid" and record.get("epoch_end", True)][epochs - 1]
 with open(os.path.join(short_run, "wall_s"), "w", encoding="utf-8") as out:
     out.write(f"{round(end - start)}\n")
 with open(os.path.join(short_run, "README"), "w", encoding="utf-8") as out:

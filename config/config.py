@@ -34,9 +34,16 @@ class DatasetConfig:
     noise_prob: float = 0.0          # dynamic noise channel on fine-tuning sources
     vocab: str = ""                  # vocabulary file the records were built with
     fine_tune_epochs: int = 0        # 0: same as epochs
+    # Held-out monolingual records, MASS-masked when built (news_crawl.py's fixed seed): the pre-training phase is
+    # evaluated (and pretrain_best.ckpt selected) on them instead of valid_dataset. "": valid_dataset as before.
+    pre_train_valid_dataset: str = ""
     # true: the train and eval steps are compiled once for all bucket shapes (MindSpore dynamic shapes); false: once
     # per (rows, source length, target length) shape, each compiled graph keeping its own memory.
     dynamic_shapes: bool = True
+    # Streaming loader (src/dataset.py): rows per shuffle and bucketing window of a record file (0: a window per
+    # file), and worker processes per rank that read, mask and pad MindRecord batches (0: in the training process).
+    window_rows: int = 100000
+    loader_workers: int = 2
 
     def validate(self):
         _check(self.epochs >= 1, "dataset_config.epochs", "must be >= 1")
@@ -51,6 +58,8 @@ class DatasetConfig:
         _check(0.0 < self.mask_ratio <= 1.0, "dataset_config.mask_ratio", "must be in (0, 1]")
         _check(0.0 <= self.noise_prob < 1.0, "dataset_config.noise_prob", "must be in [0, 1)")
         _check(self.fine_tune_epochs >= 0, "dataset_config.fine_tune_epochs", "must be >= 0")
+        _check(self.window_rows >= 0, "dataset_config.window_rows", "must be >= 0")
+        _check(self.loader_workers >= 0, "dataset_config.loader_workers", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,12 +192,19 @@ class CheckpointOptions:
     # After each of these epochs (counted from 1), best.ckpt is also kept as best_epochN.ckpt: the checkpoint that a
     # run of only N epochs would select, since neither the data order nor the lr schedules depend on the total.
     best_at_epochs: typing.List[int] = dataclasses.field(default_factory=list)
+    # Each phase is also evaluated every this many applied updates (0: at epoch ends only).
+    eval_every_updates: int = 0
+    # A phase stops once this many evaluations in a row have not lowered its best valid loss (0: never).
+    early_stop_patience: int = 0
 
     def validate(self):
         _check(all(epoch >= 1 for epoch in self.best_at_epochs), "checkpoint_options.best_at_epochs",
                "must be epoch numbers >= 1")
         _check(self.save_ckpt_steps >= 1, "checkpoint_options.save_ckpt_steps", "must be >= 1")
         _check(self.keep_ckpt_max >= 1, "checkpoint_options.keep_ckpt_max", "must be >= 1")
+        _check(self.eval_every_updates >= 0, "checkpoint_options.eval_every_updates",
+               "must be >= 0 (0: epoch ends only)")
+        _check(self.early_stop_patience >= 0, "checkpoint_options.early_stop_patience", "must be >= 0 (0: off)")
         _check(bool(self.ckpt_prefix) and "/" not in self.ckpt_prefix, "checkpoint_options.ckpt_prefix",
                "must be a non-empty file name prefix")
 
@@ -204,6 +220,11 @@ class MassConfig:
     def validate(self):
         for group in dataclasses.fields(self):
             getattr(self, group.name).validate()
+        options, data = self.checkpoint_options, self.dataset_config
+        for key in ("eval_every_updates", "early_stop_patience"):
+            _check(not getattr(options, key) or bool(data.valid_dataset or data.pre_train_valid_dataset),
+                   f"checkpoint_options.{key}", "needs a validation set: set dataset_config.valid_dataset (or "
+                   "pre_train_valid_dataset)")
         return self
 
     def to_dict(self):

@@ -8,6 +8,8 @@
 #   INPUT...      tokenized text files (tokenize_corpus.py output), or folders: all their *.txt files
 #
 # Uses $PYTHON, else the repository's .venv/bin/python. The codes file is written atomically.
+# Whole <unk> tokens are left out of the counts: BPE never cuts <unk> (apply_bpe_encoding.py --glossaries), so merges
+# rebuilding it would be wasted.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 usage="usage: bash scripts/learn_subword.sh MERGES OUTPUT_CODES INPUT... (OUTPUT_CODES '-' = vocab/all.bpe.codes)"
@@ -47,7 +49,9 @@ mkdir -p "$(dirname "$codes")" 2>/dev/null || fail "cannot create the folder of 
 tmp=$(mktemp "$(dirname "$codes")/.$(basename "$codes").XXXXXX") || fail "cannot write OUTPUT_CODES $codes"
 trap 'rm -f "$tmp"' EXIT
 SECONDS=0
-cat "${inputs[@]}" | "$python" -m subword_nmt.learn_bpe --symbols "$merges" --output "$tmp"
+# sed loop: one whole-token <unk> removed per pass (its spaces kept: learn-bpe skips empty words) until none is left.
+cat "${inputs[@]}" | sed -e ':a' -e 's/\(^\| \)<unk>\( \|$\)/\1\2/' -e 'ta' \
+  | "$python" -m subword_nmt.learn_bpe --symbols "$merges" --output "$tmp"
 learned=$(($(wc -l < "$tmp") - 1))
 [ "$learned" -ge 1 ] || fail "no merges learned from ${inputs[*]} (is the text empty?)"
 mv -T "$tmp" "$codes"

@@ -1,11 +1,14 @@
-"""BPE apply (apply_bpe_encoding.py): byte-identical to `subword-nmt apply-bpe -c CODES`, with no vocabulary,
-glossary or dropout options: same codes-file reading (version 0.1 and 0.2, duplicate merges, </w> handling),
-same line splitting, same leading/trailing white space handling.
+"""BPE apply (apply_bpe_encoding.py): byte-identical to `subword-nmt apply-bpe -c CODES [--glossaries G ...]`, with
+no vocabulary or dropout options: same codes-file reading (version 0.1 and 0.2, duplicate merges, </w> handling),
+same line splitting, same leading/trailing white space handling. Glossaries (none unless given; the commands give
+GLOSSARIES, `<unk>`) are literal strings never cut: a word equal to one stays whole, a word holding one is cut
+around it (`a<unk>` -> `a@@ <unk>`), as subword-nmt does.
 
 One fast path, C++ (src/kernels/bpe.cc through ctypes), for what tokenize_corpus.py writes: single spaces
 between words, "\\n" line ends. subword-nmt's own BPE class does everything else: the lines the C++ code
 answers "not handled" (other line ends, double spaces, "</w>" inside a word, invalid UTF-8, which then
-fails naming file:line), and all lines where there is no C++ compiler or MASS_STOCK_KERNELS=1.
+fails naming file:line), the lines holding a glossary, and all lines where there is no C++ compiler or
+MASS_STOCK_KERNELS=1.
 """
 import collections
 import ctypes
@@ -17,12 +20,17 @@ import sys
 import numpy as np
 
 from src.corpus_files import iter_byte_blocks
+from src.dictionary import UNK
 from src.errors import UserError, atomic_outputs, require_file
 from src.progress import progress_bar
+from src.tokenization import whole_token_replacer
 from src.workers import ordered_map, process_pool
 
 BPE_SEPARATOR = "@@"
 END_OF_WORD = "</w>"
+# What the commands (apply_bpe_encoding.py, eval.py --input_text) never cut: the unknown-word symbol, which
+# Gigaword's text holds (its UNK mapped to <unk> before BPE).
+GLOSSARIES = (UNK,)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -153,15 +161,18 @@ class _NativeBpe:
 
 
 class BpeApplier:
-    """Applies BPE codes like `subword-nmt apply-bpe -c CODES`, byte for byte.
+    """Applies BPE codes like `subword-nmt apply-bpe -c CODES --glossaries ...`, byte for byte.
 
     subword-nmt spends ~2 us of Python per token; the C++ path takes the whole text in one call. A text it
     does not handle is taken line by line: the C++ path for each line it handles, subword-nmt for the others.
+    Lines holding a glossary go to subword-nmt (the C++ code knows none); the runs of lines between them to C++.
     """
 
-    def __init__(self, codes, separator=BPE_SEPARATOR):
+    def __init__(self, codes, separator=BPE_SEPARATOR, glossaries=()):
         self.codes = codes
         self.separator = separator
+        self.glossaries = tuple(glossaries)
+        self._glossary_bytes = tuple(glossary.encode("utf-8") for glossary in self.glossaries)
         self._native = _NativeBpe.create(codes, separator)
         self._reference = None  # subword-nmt's BPE, built on first need
 
@@ -170,10 +181,31 @@ class BpeApplier:
         Invalid UTF-8 raises UnicodeDecodeError."""
         if self._native is None:
             return self._apply_reference(data)
+        if not self._holds_glossary(data):
+            return self._apply_native(data)
+        out, run = [], []  # run: consecutive lines without a glossary, encoded in one C++ call
+        # bytes.splitlines ends lines at "\n", "\r" and "\r\n" only: all line ends for subword-nmt too.
+        for line in data.splitlines(True):
+            if self._holds_glossary(line):
+                out.append(self._apply_native(b"".join(run)))
+                out.append(self._apply_reference(line))
+                run = []
+            else:
+                run.append(line)
+        out.append(self._apply_native(b"".join(run)))
+        return b"".join(out)
+
+    def _holds_glossary(self, data):
+        return any(glossary in data for glossary in self._glossary_bytes)
+
+    def _apply_native(self, data):
+        """The C++ encoding of text without glossaries; line by line (subword-nmt for the lines it leaves) when
+        the C++ code does not handle all of it."""
+        if not data:
+            return b""
         encoded = self._native.apply(data)
         if encoded is not None:
             return encoded
-        # bytes.splitlines ends lines at "\n", "\r" and "\r\n" only: all line ends for subword-nmt too.
         return b"".join(map(self._apply_line, data.splitlines(True)))
 
     def _apply_line(self, line):
@@ -185,7 +217,9 @@ class BpeApplier:
         one (U+0085 and U+2028 included)."""
         if self._reference is None:
             from subword_nmt.apply_bpe import BPE
-            self._reference = BPE(io.StringIO(self.codes.text()), separator=self.separator)
+            # subword-nmt reads glossaries as regular expressions: escaped, they match themselves only.
+            self._reference = BPE(io.StringIO(self.codes.text()), separator=self.separator,
+                                  glossaries=[re.escape(glossary) for glossary in self.glossaries] or None)
         return "".join(map(self._reference.process_line, data.decode("utf-8").splitlines(True))).encode("utf-8")
 
 
@@ -216,29 +250,35 @@ def _utf8_error(path, block, first_line):
 
 
 _WORKER_APPLIER = None
+_WORKER_REPLACER = None
 
 
-def _start_apply_worker(codes):
-    global _WORKER_APPLIER
-    _WORKER_APPLIER = BpeApplier(codes)
+def _start_apply_worker(codes, glossaries=(), token_map=None):
+    global _WORKER_APPLIER, _WORKER_REPLACER
+    _WORKER_APPLIER = BpeApplier(codes, glossaries=glossaries)
+    _WORKER_REPLACER = whole_token_replacer(token_map or {})
 
 
 def _apply_task(task):
     path, block, first_line, count = task
+    mapped_block, mapped = _WORKER_REPLACER(block)
     try:
-        encoded = _WORKER_APPLIER.apply_bytes(block)
+        encoded = _WORKER_APPLIER.apply_bytes(mapped_block)
     except UnicodeDecodeError:
         raise _utf8_error(path, block, first_line) from None
-    return encoded, count_subwords(encoded) if count else None, len(block)
+    return encoded, count_subwords(encoded) if count else None, len(block), mapped
 
 
-def apply_bpe_files(codes, sources, targets, processes=1, count_vocabulary=True, progress=True, block_bytes=None):
-    """BPE-encodes each source file into its target (all written atomically, all or none).
+def apply_bpe_files(codes, sources, targets, processes=1, count_vocabulary=True, progress=True, block_bytes=None,
+                    glossaries=(), token_map=None, stats=None):
+    """BPE-encodes each source file into its target (all written atomically, all or none), never cutting
+    `glossaries`; first, every whole token that is a key of `token_map` is replaced by its value (counted as
+    `mapped` in the Counter `stats`, when given).
 
     Returns (Counter of the outputs' subwords, or None; number of output lines). With processes > 1 the
     files are cut into blocks of whole lines for a pool, each worker keeping its own cache of words.
     """
-    global _WORKER_APPLIER
+    global _WORKER_APPLIER, _WORKER_REPLACER
     if processes < 1:
         raise UserError(f"--processes must be >= 1, got {processes}")
     counts = collections.Counter() if count_vocabulary else None
@@ -248,27 +288,32 @@ def apply_bpe_files(codes, sources, targets, processes=1, count_vocabulary=True,
     # to share out among the workers.
     if block_bytes is None:
         block_bytes = 16 << 20 if processes == 1 else max(1 << 20, min(16 << 20, total_bytes // (4 * processes) + 1))
+    worker_arguments = (codes, tuple(glossaries), dict(token_map or {}))
     if processes == 1:
-        _start_apply_worker(codes)
+        _start_apply_worker(*worker_arguments)
     bar = progress_bar(total_bytes, "apply bpe", unit="B", enabled=progress and sys.stderr.isatty(), unit_scale=True)
     try:
-        with process_pool(processes, _start_apply_worker, (codes,)) as pool, \
+        with process_pool(processes, _start_apply_worker, worker_arguments) as pool, \
                 atomic_outputs(targets) as temporaries, bar:
             for source, temporary in zip(sources, temporaries):
                 tasks = ((source, block, first_line, count_vocabulary)
                          for block, first_line in iter_byte_blocks(source, block_bytes))
                 with open(temporary, "wb") as out:
-                    for encoded, block_counts, block_size in ordered_map(pool, _apply_task, tasks):
+                    for encoded, block_counts, block_size, mapped in ordered_map(pool, _apply_task, tasks):
                         out.write(encoded)
+                        if stats is not None:
+                            stats["mapped"] += mapped
                         lines += encoded.count(b"\n") + (bool(encoded) and not encoded.endswith(b"\n"))
                         if block_counts is not None:
                             counts.update(block_counts)
                         bar.update(block_size)
     finally:
-        _WORKER_APPLIER = None
+        _WORKER_APPLIER = _WORKER_REPLACER = None
     return counts, lines
 
 
-def apply_bpe_file(codes, source, target, processes=1):
-    """BPE-encodes one file: the same bytes as `subword-nmt apply-bpe -c CODES -i SOURCE -o TARGET`."""
-    apply_bpe_files(codes, [source], [target], processes=processes, count_vocabulary=False, progress=False)
+def apply_bpe_file(codes, source, target, processes=1, glossaries=()):
+    """BPE-encodes one file: the same bytes as `subword-nmt apply-bpe -c CODES -i SOURCE -o TARGET --glossaries
+    GLOSSARY...` (no --glossaries when `glossaries` is empty)."""
+    apply_bpe_files(codes, [source], [target], processes=processes, count_vocabulary=False, progress=False,
+                    glossaries=glossaries)

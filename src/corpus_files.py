@@ -1,5 +1,6 @@
 """The corpus files of tokenize_corpus.py and apply_bpe_encoding.py: finding the inputs, naming the outputs,
-reading them in blocks of whole lines for the workers."""
+reading them in blocks of whole lines for the workers, or line by line from a saved position."""
+import dataclasses
 import os
 
 from src.errors import UserError, require_folder
@@ -76,3 +77,36 @@ def iter_byte_blocks(path, block_bytes=16 << 20):
             line_number += block.count(b"\n")
             if not chunk:
                 return
+
+
+@dataclasses.dataclass(frozen=True)
+class LinePosition:
+    """Where a line of a list of files starts: the file's index in the list, the byte offset and the 0-based line
+    number in that file, and the line's index over all the files."""
+    file: int = 0
+    offset: int = 0
+    file_line: int = 0
+    line: int = 0
+
+
+def iter_text_lines(paths, what="text file", start=LinePosition()):
+    """(position, text) of each line of the files read one after another from `start`, streamed: the text is
+    UTF-8 without its line end (`\\n`, and a `\\r` before it). A one-line UserError names an empty file or the
+    first line that is not UTF-8 (file:line)."""
+    line = start.line
+    for file_index in range(start.file, len(paths)):
+        path = paths[file_index]
+        offset, file_line = (start.offset, start.file_line) if file_index == start.file else (0, 0)
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            for raw in handle:
+                try:
+                    text = raw.rstrip(b"\n").decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError:
+                    raise UserError(f"{path}:{file_line + 1}: not valid UTF-8 text") from None
+                yield LinePosition(file_index, offset, file_line, line), text
+                offset += len(raw)
+                file_line += 1
+                line += 1
+        if offset == 0:
+            raise UserError(f"{what} is empty: {path}")

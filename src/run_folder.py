@@ -14,7 +14,9 @@ from src.errors import UserError
 # Config keys a resumed run may change: they stretch or shorten the run, not what a step computes.
 RESUMABLE_CHANGES = ("dataset_config.epochs", "dataset_config.fine_tune_epochs", "checkpoint_options.save_ckpt_steps",
                      "checkpoint_options.keep_ckpt_max", "checkpoint_options.existed_ckpt", "model_config.save_graphs",
-                     "dataset_config.dynamic_shapes")
+                     "dataset_config.loader_workers",
+                     "dataset_config.dynamic_shapes",
+                     "checkpoint_options.early_stop_patience")
 
 
 class MetricsLog:

@@ -10,6 +10,7 @@ Every input line gives exactly one output line, so parallel files (article/title
   (a table, a binary blob) cannot stall a worker;
 - empty or white-space-only line: empty output line (`empty`).
 
+A `<unk>` in the text stays one token whatever the tokenizer (nltk would write `< unk >`): see `tokenize_keeping`.
 `Normalization` then rewrites the tokens (tokenize_corpus.py --map_token, --lowercase, --digits_to_hash).
 """
 import collections
@@ -19,6 +20,7 @@ import re
 import sys
 
 from src.corpus_files import find_text_files, iter_line_blocks, output_paths
+from src.dictionary import UNK
 from src.errors import UserError, atomic_outputs
 from src.progress import progress_bar
 from src.workers import ordered_map, process_pool
@@ -27,6 +29,8 @@ TOKENIZERS = ("nltk", "jieba")
 STAT_KEYS = ("files", "lines", "tokens", "empty", "crlf", "invalid_utf8", "too_long", "mapped")
 # On str, \d is any Unicode decimal digit (category Nd: 0-9, Arabic-Indic, Devanagari, full-width ...), not ² or ½.
 _DIGIT = re.compile(r"\d")
+# Symbols written in corpora that a tokenizer must not cut: each becomes one token of its own.
+KEPT_TOKENS = (UNK,)
 
 _TOKENIZER_CACHE = {}
 
@@ -53,6 +57,33 @@ def get_tokenizer(name):
         raise UserError(f"unknown tokenizer {name!r}: expected one of {', '.join(TOKENIZERS)}")
     _TOKENIZER_CACHE[name] = tokenize
     return tokenize
+
+
+def tokenize_keeping(text, tokenize, kept=KEPT_TOKENS):
+    """tokenize(text), with every occurrence of a `kept` string (e.g. `<unk>`) one token of its own, unchanged.
+
+    Each kept string is swapped for a placeholder word of ASCII letters, which the tokenizers keep whole and treat
+    like any word (quotes, a final period and 's around it come out as around a word), then restored; a token the
+    tokenizer glued to it (`<unk>-based`) is cut there (`<unk>`, `-based`). The placeholders start with a letter
+    found nowhere else in them, so no two occurrences overlap, and are chosen absent from the text.
+    """
+    present = [token for token in kept if token in text]
+    if not present:
+        return tokenize(text)
+    base = "keptword"
+    while any(base + chr(ord("a") + n) in text for n in range(len(present))):
+        base += "x"
+    placeholders = {base + chr(ord("a") + n): token for n, token in enumerate(present)}
+    for placeholder, token in placeholders.items():
+        text = text.replace(token, placeholder)
+    pattern = re.compile("(" + "|".join(placeholders) + ")")
+    out = []
+    for token in tokenize(text):
+        if base not in token:
+            out.append(token)
+            continue
+        out.extend(placeholders.get(part, part) for part in pattern.split(token) if part)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +127,24 @@ def parse_token_map(items):
     return token_map
 
 
+def whole_token_replacer(token_map):
+    """A function UTF-8 bytes -> (bytes, number of replacements) that replaces every whole token that is a key of
+    `token_map` ({FROM: TO}, e.g. parse_token_map's) by its value; a token is a maximal run of bytes other than
+    ASCII white space, and everything else (white space included) is kept byte for byte. apply_bpe_encoding.py
+    --map_token: for text tokenized elsewhere (Gigaword's UNK -> <unk> before BPE)."""
+    targets = {source.encode("utf-8"): target.encode("utf-8") for source, target in token_map.items()}
+    # Longest first, so that no key matches inside a longer one; (?<!\S) and (?!\S): whole tokens only.
+    alternatives = b"|".join(re.escape(source) for source in sorted(targets, key=len, reverse=True))
+    pattern = re.compile(rb"(?<!\S)(?:" + alternatives + rb")(?!\S)")
+
+    def replace(data):
+        if not targets:
+            return data, 0
+        return pattern.subn(lambda match: targets[match.group(0)], data)
+
+    return replace
+
+
 def tokenize_line(raw, tokenize, max_chars, stats, normalize=None):
     """One raw line (bytes, without its "\\n") -> the space-joined tokens; applies the line policies, then
     `normalize` (a Normalization) if given.
@@ -115,7 +164,8 @@ def tokenize_line(raw, tokenize, max_chars, stats, normalize=None):
         stats["too_long"] += 1
         return ""
     # str.split() afterwards: no token may hold white space, or the vocabulary could not store it.
-    tokens = [part for token in tokenize(text) for part in token.split()] if not text.isspace() else []
+    tokens = [part for token in tokenize_keeping(text, tokenize) for part in token.split()] \
+        if not text.isspace() else []
     if not tokens:
         stats["empty"] += 1
         return ""

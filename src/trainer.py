@@ -1,9 +1,14 @@
-"""The training loop: pre-training then fine-tuning phases, epochs, logging, checkpoints, resume, SIGTERM.
+"""The training loop: pre-training then fine-tuning phases, epochs, logging, validation, early stopping, checkpoints,
+resume, SIGTERM.
 
 `train_and_evaluate` builds a `Trainer` and runs it. An epoch repeats three steps: `train_update` runs one
 optimizer update over the next update_freq micro-batches, `record_update` moves the run state past it, and
-`log_and_checkpoint` writes what is due and says whether to stop. The parts are src/device.py, src/dropout.py,
-src/optimizer.py, src/train_step.py (compiled steps) and src/run_folder.py (metrics, pid files, resume checks).
+`log_and_checkpoint` writes what is due (log line, an evaluation every eval_every_updates, checkpoint) and says
+whether to stop. Each phase is evaluated on its validation set (pre-training: pre_train_valid_dataset when set, else
+valid_dataset; fine-tuning: valid_dataset) at every epoch end and every eval_every_updates updates; the best
+evaluation is kept as a checkpoint, and early_stop_patience evaluations in a row without a better one end the phase.
+The parts are src/device.py, src/dropout.py, src/optimizer.py, src/train_step.py (compiled steps) and
+src/run_folder.py (metrics, pid files, resume checks).
 """
 import dataclasses
 import math
@@ -13,7 +18,6 @@ import time
 import numpy as np
 
 from src import checkpoint as ckpt
-from src.dictionary import PAD_ID
 from src.dropout import dropout_key
 from src.errors import UserError
 from src.optimizer import LossScaler
@@ -38,6 +42,8 @@ class TrainState:
     good_steps: int = 0
     skipped_updates: int = 0
     best_valid_loss: float = None
+    evals_without_improvement: int = 0  # evaluations since the one of best_valid_loss (early stopping)
+    early_stopped: bool = False         # the phase ended after early_stop_patience evaluations without improvement
 
 
 @dataclasses.dataclass
@@ -77,9 +83,8 @@ class LogInterval:
 
 
 def global_tokens(batches, number):
-    """Target tokens of a global batch over all ranks, from the examples (no communication needed)."""
-    indices = batches.global_indices(number)
-    return int(sum(np.count_nonzero(batches.examples[i].target_ids != PAD_ID) for i in indices if i >= 0))
+    """Target tokens of a global batch over all ranks, from the lengths (no communication needed)."""
+    return int(batches.global_tokens(number))
 
 
 def format_duration(seconds):
@@ -128,18 +133,25 @@ class Trainer:
         return dataset_config.epochs
 
     def load_data(self):
-        from src.dataset import load_dataset
+        """Opens the record sets (streamed: src/dataset.py) and starts the loader's worker processes first, before
+        this process reads a record or runs a graph (they are forked)."""
+        from src.dataset import open_rows
+        from src.workers import loader_pool
         dataset_config = self.config.dataset_config
+        if getattr(self, "loader_pool", None) is None:
+            self.loader_pool = loader_pool(dataset_config.loader_workers)
         paths = {"pretrain": dataset_config.pre_train_dataset, "finetune": dataset_config.fine_tune_dataset}
-        self.examples = {phase: load_dataset(paths[phase]) for phase in self.phases}
-        self.valid_examples = load_dataset(dataset_config.valid_dataset) if dataset_config.valid_dataset else None
-        vocab_size = self.config.model_config.vocab_size
-        for name, examples in list(self.examples.items()) + [("valid", self.valid_examples or [])]:
-            largest = max((int(e.source_ids.max(initial=0)), int(e.target_ids.max(initial=0))) for e in examples) \
-                if examples else (0, 0)
-            if max(largest) >= vocab_size:
-                raise UserError(f"{name} data holds token id {max(largest)} but model_config.vocab_size is "
-                                f"{vocab_size} - were the records built with another vocabulary?")
+        self.train_rows = {phase: open_rows(paths[phase], name=phase) for phase in self.phases}
+        valid = open_rows(dataset_config.valid_dataset, name="valid") if dataset_config.valid_dataset else None
+        pretrain_valid = open_rows(dataset_config.pre_train_valid_dataset, name="pretrain valid") \
+            if dataset_config.pre_train_valid_dataset and "pretrain" in self.phases else None
+        # phase -> (records path, RowSet) of its validation set, or None
+        self.valid_sets = {phase: (dataset_config.valid_dataset, valid) if valid else None for phase in self.phases}
+        if pretrain_valid:
+            self.valid_sets["pretrain"] = (dataset_config.pre_train_valid_dataset, pretrain_valid)
+        for rows in [*self.train_rows.values(), valid, pretrain_valid]:
+            if rows is not None:
+                rows.check_vocabulary(self.config.model_config.vocab_size)
 
     def dynamic_masking(self, phase):
         dataset_config = self.config.dataset_config
@@ -156,17 +168,25 @@ class Trainer:
     def batches(self, phase, epoch):
         from src.dataset import iterate_batches
         dataset_config = self.config.dataset_config
-        return iterate_batches(self.examples[phase], batch_size=dataset_config.batch_size,
+        return iterate_batches(self.train_rows[phase], batch_size=dataset_config.batch_size,
                                max_tokens=dataset_config.max_tokens,
                                bucket_boundaries=dataset_config.bucket_boundaries, shuffle=dataset_config.shuffle,
                                seed=self.config.model_config.random_seed, epoch=epoch, num_shards=self.world,
-                               shard_id=self.rank, dynamic=self.dynamic_masking(phase))
+                               shard_id=self.rank, dynamic=self.dynamic_masking(phase),
+                               window_rows=dataset_config.window_rows, pool=self.loader_pool,
+                               vocab_size=self.config.model_config.vocab_size)
 
-    def valid_batches(self):
+    def valid_batches(self, phase=None):
+        """The eval batches of `phase`'s validation set (default: the current phase's), or None without one."""
         from src.dataset import iterate_batches
         dataset_config = self.config.dataset_config
-        return iterate_batches(self.valid_examples, batch_size=dataset_config.batch_size,
-                               bucket_boundaries=dataset_config.bucket_boundaries, shuffle=False, eval_mode=True)
+        valid_set = self.valid_sets[phase or self.state.phase]
+        if valid_set is None:
+            return None
+        return iterate_batches(valid_set[1], batch_size=dataset_config.batch_size,
+                               bucket_boundaries=dataset_config.bucket_boundaries, shuffle=False, eval_mode=True,
+                               window_rows=dataset_config.window_rows, pool=self.loader_pool,
+                               vocab_size=self.config.model_config.vocab_size)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
 
@@ -231,9 +251,11 @@ class Trainer:
         scaler.scale, scaler.good_steps = state.loss_scale, state.good_steps
         self.scaler = scaler
         self.phase_clock = (time.perf_counter(), state.epoch, state.batch_position)
-        while state.epoch < epochs:
+        while state.epoch < epochs and not state.early_stopped:
             if not self.run_epoch(epochs):
                 return False
+            if state.early_stopped:  # inside the epoch: its checkpoint is written
+                break
             state.epoch += 1
             state.batch_position = 0
             self.end_of_epoch()
@@ -252,11 +274,13 @@ class Trainer:
         desc = f"{state.phase} epoch {state.epoch + 1}"
         with progress_bar(total=len(batches), initial=state.batch_position, desc=desc, unit="batch",
                           enabled=self.progress and self.is_main, leave=False) as bar:
-            while state.batch_position < len(batches) and not stopped:
+            while state.batch_position < len(batches) and not stopped and not state.early_stopped:
                 update = self.train_update(batches)
                 self.record_update(update, interval)
                 bar.update(update.micro_batches)
                 stopped = self.log_and_checkpoint(update, interval, epochs)
+        if state.early_stopped and not stopped:
+            self.save_training_checkpoint()  # the phase's end: a resumed run goes on with the next phase
         if stopped:
             self.save_training_checkpoint()
             self.console(f"stopped at {state.phase} step {state.step} (epoch {state.epoch + 1}, batch "
@@ -318,14 +342,19 @@ class Trainer:
                                 f"gradients at loss scale {self.scaler.scale:g} (lower learn_rate_config.lr?)")
 
     def log_and_checkpoint(self, update, interval, epochs):
-        """Writes the train log line and the checkpoint due after `update`; True when the run stops here (its
-        checkpoint is written by the caller, after the progress bar is closed)."""
+        """Writes the train log line, the evaluation and the checkpoint due after `update`; True when the run stops
+        here (its checkpoint is written by the caller, after the progress bar is closed). The evaluation comes before
+        the stop, so a stopped run's checkpoint holds its result (an epoch's last update leaves it to the epoch end).
+        """
         state = self.state
         end_of_epoch = state.batch_position >= self.epoch_batches
         if update.finite and state.step % self.log_every == 0 or end_of_epoch or update.stop:
             if interval.sums[3] > 0 or interval.skipped:
                 self.log_train(interval, update.lr, epochs)
             interval.restart()
+        every = self.config.checkpoint_options.eval_every_updates
+        if every and update.finite and state.step % every == 0 and not end_of_epoch:
+            self.validate(epoch=state.epoch + 1, epoch_end=False)
         if update.stop:
             return True
         if update.finite and state.step % self.config.checkpoint_options.save_ckpt_steps == 0:
@@ -365,19 +394,36 @@ class Trainer:
                          f"batch {state.batch_position}/{self.epoch_batches} {losses} lr {lr:.3e} "
                          f"scale {self.scaler.scale:g} {record['tokens_per_s']:.0f} tok/s eta {eta}{skipped}")
 
+    def validate(self, epoch, epoch_end):
+        """Evaluates the phase's validation set (if any): logs it, keeps the best checkpoint, counts evaluations
+        without improvement and marks the phase early-stopped after early_stop_patience of them in a row. `epoch`
+        (1-based) is the one just finished at an epoch end, the one in progress otherwise."""
+        state, batches = self.state, self.valid_batches()
+        if batches is None:
+            return
+        result = evaluate(self.network.eval_step, batches, self.network.model)
+        improved = bool(state.best_valid_loss is None or result["loss"] < state.best_valid_loss)
+        state.evals_without_improvement = 0 if improved else state.evals_without_improvement + 1
+        patience = self.config.checkpoint_options.early_stop_patience
+        state.early_stopped = bool(patience) and state.evals_without_improvement >= patience
+        self.metrics.write({"type": "valid", "phase": state.phase, "epoch": epoch, "step": state.step, **result,
+                            "dataset": self.valid_sets[state.phase][0], "epoch_end": epoch_end, "improved": improved,
+                            "evals_without_improvement": state.evals_without_improvement,
+                            "early_stopped": state.early_stopped, "time": time.time()})
+        if self.is_main:
+            self.console(f"{state.phase} epoch {epoch} step {state.step} valid loss {result['loss']:.4f} "
+                         f"nll {result['nll']:.4f} ppl {result['ppl']:.2f}" + (" (best)" if improved else ""))
+            if state.early_stopped:
+                self.console(f"{state.phase}: early stop at step {state.step}, {patience} evaluations without a "
+                             f"lower valid loss than {state.best_valid_loss:.4f}")
+        if improved:
+            state.best_valid_loss = result["loss"]
+            self.save_best()
+
     def end_of_epoch(self):
         state = self.state
-        if self.valid_examples:
-            result = evaluate(self.network.eval_step, self.valid_batches(), self.network.model)
-            self.metrics.write({"type": "valid", "phase": state.phase, "epoch": state.epoch, "step": state.step,
-                                **result, "time": time.time()})
-            improved = state.best_valid_loss is None or result["loss"] < state.best_valid_loss
-            if self.is_main:
-                self.console(f"{state.phase} epoch {state.epoch} valid loss {result['loss']:.4f} "
-                             f"nll {result['nll']:.4f} ppl {result['ppl']:.2f}" + (" (best)" if improved else ""))
-            if improved:
-                state.best_valid_loss = result["loss"]
-                self.save_best()
+        if self.valid_sets[state.phase] is not None:
+            self.validate(epoch=state.epoch, epoch_end=True)
         else:
             self.save_best()  # without a valid set, best.ckpt holds the latest epoch's weights
         if self.is_main and state.epoch in self.config.checkpoint_options.best_at_epochs:

@@ -1,11 +1,16 @@
-"""Process pools for the corpus builders: one way to start workers, one way to map over them in order.
+"""Process pools for the corpus builders and the loader: one way to start workers, one way to map over them in order.
 
 Workers are forked where the platform allows it, so they share the parent's data (codes, vocabulary, sentences)
 without pickling it; elsewhere (macOS, Windows) they are spawned and receive it through `initargs`.
 """
+import atexit
 import collections
 import contextlib
+import ctypes
+import importlib
 import multiprocessing
+import os
+import signal
 
 
 def _context():
@@ -43,3 +48,41 @@ def ordered_map(pool, function, tasks, read_ahead=3):
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+def _start_loader_worker(parent):
+    # Ctrl-C reaches the whole process group: the parent handles it. SIGTERM keeps its default here (the trainer's
+    # handler, which only sets a flag, is the parent's), so terminate() ends a worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:  # Linux: die with the parent, also when it is killed (kill -9, msrun ending a job)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(0)
+
+
+_loader_pools = {}  # (pid, processes) -> the loader pool of that size of that process
+
+
+def loader_pool(processes):
+    """The pool of the streaming loader (src/dataset.py) for the life of this process, or None for 0 processes:
+    one per size, shared by every loader of the process (its tasks carry what they read). Its workers are forked
+    at the first call, so make it before this process runs MindSpore graphs or dataset pipelines. They die with
+    the parent and are terminated when it exits."""
+    if processes <= 0:
+        return None
+    key = (os.getpid(), processes)  # a forked child makes its own
+    if key not in _loader_pools:
+        importlib.import_module("mindspore.dataset")  # what the workers read with: imported once, here
+        pool = _context().Pool(processes, _start_loader_worker, (os.getpid(),))
+        atexit.register(_close_pool, pool, os.getpid())
+        _loader_pools[key] = pool
+    return _loader_pools[key]
+
+
+def _close_pool(pool, owner):
+    if os.getpid() == owner:  # not in a forked child, whose exit handlers are copies
+        pool.terminate()
+        pool.join()

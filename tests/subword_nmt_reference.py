@@ -32,19 +32,22 @@ def learn_codes(lines, merges, path):
     return str(path)
 
 
-def subword_nmt_apply(codes_path, text):
-    """What `subword-nmt apply-bpe -c CODES` prints for `text`: its BPE class and its line loop over a codecs
-    reader (which ends lines wherever str.splitlines does: real dialogue data has a U+0085 in a line)."""
+def subword_nmt_apply(codes_path, text, glossaries=None):
+    """What `subword-nmt apply-bpe -c CODES [--glossaries ...]` prints for `text`: its BPE class and its line loop
+    over a codecs reader (which ends lines wherever str.splitlines does: real dialogue data has a U+0085 in a
+    line)."""
     from subword_nmt.apply_bpe import BPE
     with codecs.open(codes_path, encoding="utf-8") as codes:
-        bpe = BPE(codes)
+        bpe = BPE(codes, glossaries=glossaries)
     return "".join(bpe.process_line(line) for line in codecs.getreader("utf-8")(io.BytesIO(text.encode())))
 
 
-def subword_nmt_command(codes_path, source, target):
-    """Runs the `subword-nmt apply-bpe` command; returns the bytes it wrote."""
+def subword_nmt_command(codes_path, source, target, glossaries=()):
+    """Runs the `subword-nmt apply-bpe` command (with `--glossaries` when given); returns the bytes it wrote."""
     command = os.path.join(os.path.dirname(sys.executable), "subword-nmt")
-    subprocess.run([command, "apply-bpe", "-c", str(codes_path), "-i", str(source), "-o", str(target)], check=True)
+    extra = ["--glossaries", *glossaries] if glossaries else []
+    subprocess.run([command, "apply-bpe", "-c", str(codes_path), "-i", str(source), "-o", str(target), *extra],
+                   check=True)
     with open(target, "rb") as handle:
         return handle.read()
 

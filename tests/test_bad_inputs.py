@@ -117,6 +117,14 @@ def eval_args(good, output, **overrides):
     return python("eval.py", *[item for pair in args.items() for item in pair])
 
 
+def eval_text_args(good, output, **overrides):
+    args = {"--config": good["config"], "--vocab": good["vocab"], "--metric": "rouge",
+            "--checkpoint": good["checkpoint"], "--input_text": os.path.join(SAMPLE, "gigaword", "test.article.txt"),
+            "--codes": good["codes"], "--output": output}
+    args.update(overrides)
+    return python("eval.py", *[item for pair in args.items() for item in pair])
+
+
 def train_args(good, output, *extra, config=None):
     return python("train.py", "--config", config or good["config"], "--output", output, "--max_updates", 1, *extra)
 
@@ -195,6 +203,10 @@ CASES = {
         python("apply_bpe_encoding.py", "--codes", g["codes"], "--src_folder",
                (binary_file(existing_folder(f, "bin"), "data.txt")).parent, "--output_folder", f / "out",
                "--vocab_path", f / "vocab.txt"), "UTF-8"),
+    "apply_bpe: glossary holding white space": lambda g, f: (
+        python("apply_bpe_encoding.py", "--codes", g["codes"], "--src_folder", os.path.join(SAMPLE, "news"),
+               "--output_folder", f / "out", "--vocab_path", f / "vocab.txt", "--glossaries", "a b"),
+        "--glossaries 'a b'"),
     # news_crawl.py
     "news_crawl: vocab.txt output is a folder": lambda g, f: (
         news_args(g, folder_holding_a_folder(f, "out", "vocab.txt")), "vocab.txt"),
@@ -258,6 +270,11 @@ CASES = {
         eval_args(g, f / "out.txt", **{"--test_dataset": truncated_records(g, f)}), "truncated or corrupt"),
     "eval: existing output kept when the run fails": lambda g, f: (
         eval_args(g, existing_file(f, "out.txt"), **{"--checkpoint": f / "absent.ckpt"}), "absent.ckpt"),
+    "eval: input text missing": lambda g, f: (
+        eval_text_args(g, f / "out.txt", **{"--input_text": f / "absent.txt"}), "absent.txt"),
+    "eval: input text with malformed codes": lambda g, f: (
+        eval_text_args(g, f / "out.txt", **{"--codes": existing_file(f, "bad.codes", "#version: 0.2\na b c\n")}),
+        "bad.codes:2"),
     # export.py
     "export: output is a folder": lambda g, f: (
         python("export.py", "--config", g["config"], "--checkpoint", g["checkpoint"],

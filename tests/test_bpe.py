@@ -185,6 +185,56 @@ def test_bpe_word_edges_equal_subword_nmt(bpe_setup, version_line, bpe_path):
     assert_path(applier, bpe_path, all_native=False)  # words spelling "</w>": subword-nmt
 
 
+# <unk> whole, glued to words on either side, twice in a word, beside "@@", among double spaces and CRLF, alone.
+GLOSSARY_TEXT = ("the <unk> said\n<unk>\na<unk>b <unk><unk> x<unk> <unk>y <unk>@@ @@<unk>\n  <unk>  double <unk> \r\n"
+                 "<unk> ended\n")
+
+
+def test_glossary_unk_equals_subword_nmt_and_stays_whole(bpe_setup, tmp_path, bpe_path):
+    """With the glossary <unk>, both paths give the bytes of `subword-nmt apply-bpe --glossaries '<unk>'`: a whole
+    <unk> stays one subword, one glued to a word is cut out of it, and the lines without it are unchanged."""
+    codes_path, plain, _ = bpe_setup
+    text = "".join(plain.splitlines(True)[:300]) + GLOSSARY_TEXT + "".join(plain.splitlines(True)[300:400])
+    without = subword_nmt_apply(codes_path, text)
+    expected = subword_nmt_apply(codes_path, text, glossaries=["<unk>"])
+    applier = BpeApplier(load_bpe_codes(codes_path), glossaries=("<unk>",))
+    assert applier.apply_bytes(text.encode()).decode() == expected
+    assert_path(applier, bpe_path, all_native=False)  # the lines holding <unk>: subword-nmt
+    encoded = expected.splitlines()[300:306]
+    assert encoded[:2] == ["the <unk> said", "<unk>"]
+    # Single characters merge with nothing: these cuts hold for any codes.
+    assert encoded[2].startswith("a@@ <unk>@@ b <unk>@@ <unk> x@@ <unk> <unk>@@ y ")
+    assert encoded[3].startswith("  <unk> ") and encoded[3].endswith(" <unk> ") and encoded[4].startswith("<unk> ")
+    for line, out in zip(text.splitlines(), expected.splitlines()):
+        if line.split().count("<unk>") == line.count("<unk>"):  # every <unk> a word of its own
+            assert out.split().count("<unk>") == line.count("<unk>")
+    assert "<@@ " in without  # without the glossary, these codes cut some <unk>
+    assert all(a == b for a, b in zip(expected.splitlines(True), without.splitlines(True)) if "<unk>" not in a)
+    source, target = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text(text)
+    assert subword_nmt_command(codes_path, source, tmp_path / "reference.txt", ["<unk>"]) == expected.encode()
+    counts, _ = apply_bpe_files(load_bpe_codes(codes_path), [str(source)], [str(target)], processes=2,
+                                progress=False, block_bytes=len(text) // 7, glossaries=("<unk>",))
+    assert target.read_bytes() == expected.encode() and counts == count_vocabulary(expected.split("\n"))
+
+
+def test_token_map_before_bpe(sample_bpe, tmp_path, bpe_path):
+    """apply_bpe_files' token_map replaces whole white-space separated tokens only (UNK, not UNKs or xUNK) before
+    BPE, counting them; the result is subword-nmt's on the mapped text."""
+    codes_path, plain, _ = sample_bpe
+    lines = plain.splitlines(True)[:50]
+    text = "".join(lines[:25]) + "UNK said UNKs xUNK UNK-b\n  UNK\tUNK \r\nUNK\n" + "".join(lines[25:])
+    mapped = "".join(lines[:25]) + "<unk> said UNKs xUNK UNK-b\n  <unk>\t<unk> \r\n<unk>\n" + "".join(lines[25:])
+    source, target = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text(text)
+    stats = collections.Counter()
+    apply_bpe_files(load_bpe_codes(codes_path), [str(source)], [str(target)], progress=False, glossaries=("<unk>",),
+                    token_map={"UNK": "<unk>"}, stats=stats)
+    assert stats["mapped"] == 4
+    assert target.read_bytes() == subword_nmt_apply(codes_path, mapped, glossaries=["<unk>"]).encode()
+    assert target.read_text().splitlines()[25].startswith("<unk> said U@@ N@@ K@@ s ")
+
+
 def test_invalid_utf8_names_file_and_line(sample_bpe, tmp_path, bpe_path):
     """Invalid UTF-8 after a line the C++ code leaves to subword-nmt, in the second block of a file: a
     UserError naming the file and line, and no output."""

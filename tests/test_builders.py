@@ -12,7 +12,7 @@ import gigaword
 import news_crawl
 from src.builders import mask_monolingual
 from src.dictionary import EOS_ID, MASK_ID, UNK_ID, Dictionary, build_vocabulary
-from src.masking import mass_mask
+from src.masking import Example, mask_sentences
 from src.records import read_records
 
 PYTHON = sys.executable
@@ -342,6 +342,8 @@ def test_masking_pool_gives_the_examples_of_one_process():
     two, unknown_two = mask_monolingual(items, vocab, processes=2, **options)
     assert unknown_one == unknown_two == 0 and len(one) == len(two) == 50
     assert all(a.equals(b) for a, b in zip(one, two))
-    # Each sentence's draw depends on its line index only.
-    expected = mass_mask(vocab.encode_line(items[10][1]), np.random.default_rng([4, 30]), 0.5, len(vocab))
-    assert one[10].equals(expected)
+    # Each sentence's draw depends on its line index only (keyed by (seed, 0, line index)).
+    ids = vocab.encode_line(items[10][1])
+    source, decoder_input, target, positions, _ = mask_sentences("mass", ids[None], [len(ids) - 1], 4, 0, [30], 0.5,
+                                                                 len(vocab))
+    assert one[10].equals(Example(ids, source[0], decoder_input[0], target[0], positions[0]))

@@ -1,10 +1,14 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 
-from src.dataset import DynamicMasking, iterate_batches, padded_length
+from src.dataset import DynamicMasking, iterate_batches, open_rows, padded_length
 from src.dictionary import EOS_ID, MASK_ID
 from src.errors import UserError
-from src.masking import make_pair_example, mask_sentence
+from src.masking import Example, make_pair_example, mask_sentence, mask_sentences
+from src.records import write_records
+from src.workers import process_pool
 
 VOCAB_SIZE = 50
 BOUNDARIES = [8, 16, 32]
@@ -140,8 +144,11 @@ def test_dynamic_masking_redraws_every_epoch_from_sentence_ids():
     epoch1 = list(iterate_batches(examples, epoch=1, dynamic=spec, **options))
     assert all(np.array_equal(a["source_ids"], b["source_ids"]) for a, b in zip(epoch0, epoch0_again))
     assert any(not np.array_equal(a["source_ids"], b["source_ids"]) for a, b in zip(epoch0, epoch1))
-    # Row 2 of batch 1 is example 6, masked with default_rng([seed, epoch, index]).
-    expected = mask_sentence("mass", examples[6].sentence_ids, np.random.default_rng([3, 1, 6]), 0.5, VOCAB_SIZE)
+    # Row 2 of batch 1 is example 6, masked alone with the draws of (seed, epoch, index) (src/masking.py).
+    sentence = examples[6].sentence_ids
+    source, decoder_input, target, positions, _ = mask_sentences("mass", sentence[None], [len(sentence) - 1], 3, 1,
+                                                                 [6], 0.5, VOCAB_SIZE)
+    expected = Example(sentence, source[0], decoder_input[0], target[0], positions[0])
     check_rows({k: v[2:3] for k, v in epoch1[1].items()}, {6: expected})
     static = list(iterate_batches(examples, epoch=1, **options))
     check_rows(static[1], examples)
@@ -167,3 +174,134 @@ def test_bad_options():
         iterate_batches(mono_examples(4), batch_size=2, num_shards=2, shard_id=2)
     with pytest.raises(UserError, match="vocab_size"):
         DynamicMasking("mass", 0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming from record files
+# ----------------------------------------------------------------------------------------------------------------
+
+WINDOWED = dict(bucket_boundaries=BOUNDARIES, shuffle=True, seed=5, epoch=2, window_rows=48)
+
+
+def same_batches(left, right):
+    left, right = list(left), list(right)
+    return len(left) == len(right) and all(
+        a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+        for a, b in zip(left, right))
+
+
+@pytest.fixture(scope="module")
+def record_sets(tmp_path_factory):
+    """The same 200 monolingual and 90 pair examples as MindRecord (read on demand) and TFRecord (held in memory),
+    in 3 and 2 shards."""
+    folder = tmp_path_factory.mktemp("streamed")
+    sets = {}
+    for name, examples, shards in (("mono", mono_examples(200, seed=3), 3), ("pairs", pair_examples(90, seed=4), 2)):
+        for format in ("mindrecord", "tfrecord"):
+            write_records(str(folder / f"{name}.{format}"), examples, num_shards=shards)
+        sets[name] = (examples, open_rows(str(folder / f"{name}.mindrecord0"), name=name),
+                      open_rows(str(folder / f"{name}.tfrecord0"), name=name))
+    return folder, sets
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with process_pool(2) as workers:
+        yield workers
+
+
+@pytest.mark.parametrize("name, dynamic", [
+    ("mono", None), ("mono", DynamicMasking("mass", 0.5, VOCAB_SIZE)), ("mono", DynamicMasking("loose", 0.5)),
+    ("pairs", DynamicMasking("pair", noise_prob=0.4))])
+def test_records_streamed_from_files_or_workers_give_the_in_memory_batches(record_sets, pool, name, dynamic):
+    """MindRecord rows read on demand, here or in 2 worker processes, give the batches of the same records held in
+    memory, and global_tokens counts the targets the (dynamically masked) batches hold."""
+    examples, streamed, in_memory = record_sets[1][name]
+    options = dict(batch_size=0, max_tokens=96, dynamic=dynamic, **WINDOWED)
+    expected = list(iterate_batches(in_memory, **options))
+    assert same_batches(iterate_batches(streamed, **options), expected)
+    assert same_batches(iterate_batches(streamed, pool=pool, **options), expected)
+    batches = iterate_batches(streamed, **options)
+    assert [batches.global_tokens(n) for n in range(len(batches))] == [int((b["target_ids"] > 0).sum())
+                                                                       for b in expected]
+    if dynamic is None:  # the stored arrays, row for row
+        for batch in expected[:5]:
+            check_rows(batch, examples)
+
+
+def test_every_example_once_per_epoch_over_all_ranks(record_sets, pool):
+    """3 shard files, windows of 48 rows, token budgets: 3 ranks have the same number of batches, their rows
+    concatenated are the global batch, and together they hold every example exactly once."""
+    examples, streamed, _ = record_sets[1]["mono"]
+    options = dict(batch_size=0, max_tokens=96, num_shards=3, **WINDOWED)
+    ranks = [iterate_batches(streamed, shard_id=rank, pool=pool, **options) for rank in range(3)]
+    assert len({len(rank) for rank in ranks}) == 1
+    seen = []
+    for number, parts in enumerate(zip(*ranks)):
+        together = np.concatenate([part["example_index"] for part in parts])
+        assert np.array_equal(together, ranks[0].global_indices(number))
+        assert ranks[0].global_tokens(number) == sum(int((part["target_ids"] > 0).sum()) for part in parts)
+        seen.extend(together[together >= 0].tolist())
+    assert sorted(seen) == list(range(len(examples)))
+    # Windows never cross files: a window holds rows of one shard only.
+    assert all(ranks[0].rows.segments(np.arange(start, end))[0][1].size == end - start
+               for start, end in ranks[0].windows)
+
+
+def test_a_resumed_epoch_continues_the_uninterrupted_batch_sequence(record_sets, pool):
+    """From a batch inside the first window, at a window's first batch and inside the last window, iteration and
+    sequential batch() calls give the rest of the uninterrupted epoch, dynamic masks included."""
+    _, streamed, _ = record_sets[1]["mono"]
+    options = dict(batch_size=4, dynamic=DynamicMasking("mass", 0.5, VOCAB_SIZE), **WINDOWED)
+    full = list(iterate_batches(streamed, **options))
+    first_batch = iterate_batches(streamed, **options).first_batch
+    assert len(first_batch) > 4  # several windows
+    for start in (1, int(first_batch[2]), int(first_batch[-2]) + 1):
+        resumed = iterate_batches(streamed, start_batch=start, pool=pool, **options)
+        assert same_batches(resumed, full[start:])
+        assert same_batches((resumed.batch(n) for n in range(start, len(full))), full[start:])
+
+
+def test_eval_mode_streams_every_example_once_in_input_order(record_sets, pool):
+    examples, streamed, _ = record_sets[1]["pairs"]
+    for window_rows in (0, 20):
+        ranks = [list(iterate_batches(streamed, batch_size=7, bucket_boundaries=BOUNDARIES, eval_mode=True,
+                                      num_shards=2, shard_id=rank, window_rows=window_rows, pool=pool))
+                 for rank in range(2)]
+        together = np.concatenate([np.concatenate((a["example_index"], b["example_index"])) for a, b in zip(*ranks)])
+        assert together.tolist() == list(range(90)) + [-1] * 8
+        for batch in ranks[0] + ranks[1]:
+            check_rows(batch, examples)
+
+
+def test_memory_is_bounded_by_the_window_not_the_corpus(tmp_path):
+    """One epoch over 512 and 2,048 rows, windows of 128 rows: the largest Python/NumPy allocation (tracemalloc
+    peak while iterating) does not grow with the corpus."""
+    rng = np.random.default_rng(0)
+    base = [mask_sentence("mass", np.concatenate((rng.integers(5, VOCAB_SIZE, 30), [EOS_ID])).astype(np.int32), rng,
+                          0.5, VOCAB_SIZE) for _ in range(512)]
+    peaks = {}
+    for copies in (1, 4):
+        path = str(tmp_path / f"x{copies}.mindrecord")
+        write_records(path, base * copies)
+        rows = open_rows(path)
+        batches = iterate_batches(rows, batch_size=16, bucket_boundaries=BOUNDARIES, seed=1, window_rows=128,
+                                  dynamic=DynamicMasking("mass", 0.5, VOCAB_SIZE))
+        next(iter(batches))  # MindSpore's one-off start-up allocations
+        tracemalloc.start()
+        count = sum(int((batch["example_index"] >= 0).sum()) for batch in batches)
+        peaks[copies] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == 512 * copies
+    print(peaks)
+    assert peaks[4] < 1.2 * peaks[1], peaks
+
+
+def test_token_ids_beyond_the_vocabulary_are_one_line_errors(record_sets, pool):
+    _, streamed, _ = record_sets[1]["pairs"]
+    with pytest.raises(UserError, match=r"^pairs data holds token id \d+ but model_config.vocab_size is 10 - "):
+        streamed.check_vocabulary(10)
+    batches = iterate_batches(streamed, batch_size=4, bucket_boundaries=BOUNDARIES, vocab_size=10, pool=pool)
+    with pytest.raises(UserError, match=r"^pairs data holds token id \d+ but model_config.vocab_size is 10 - "):
+        list(batches)
+    streamed.check_vocabulary(VOCAB_SIZE)

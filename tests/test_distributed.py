@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MSRUN), reason="msrun is not 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """40 bundled sample headlines as a copy task; rows per update: 10 (one process) or 2 ranks x 5."""
+    """40 bundled sample headlines as a copy task; rows per update: 10 (one process) or 2 ranks x 5; windows of 16
+    rows (the streaming loader plans 16 + 16 + 8 rows: 5 global batches an epoch)."""
     folder = tmp_path_factory.mktemp("dp")
     with open(os.path.join(REPO, "data", "sample", "gigaword", "train.title.txt"), encoding="utf-8") as handle:
         lines = [" ".join(line.split()[:10]) for line in handle.read().splitlines()[:40]]
@@ -39,7 +40,7 @@ def corpus(tmp_path_factory):
     write_records(str(folder / "train.mindrecord"), examples)
     config = MassConfig(
         dataset_config=DatasetConfig(epochs=1, batch_size=10, fine_tune_dataset=str(folder / "train.mindrecord"),
-                                     bucket_boundaries=[16]),
+                                     bucket_boundaries=[16], window_rows=16),
         model_config=ModelConfig(random_seed=3, seq_length=16, vocab_size=len(vocab), hidden_size=16,
                                  num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                  max_position_embeddings=16, max_decode_length=12, hidden_dropout_prob=0.0,
@@ -83,7 +84,7 @@ def test_two_ranks_stay_identical_and_equal_one_process(corpus, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     digests = final_digests(ranks / "logs")
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
-    last = "dp_finetune_step0000004.ckpt"
+    last = "dp_finetune_step0000005.ckpt"
     one, two = (ckpt.read_checkpoint(str(run / "checkpoints" / last)) for run in (single, ranks))
     assert two[2]["world_size"] == 2 and one[2]["world_size"] == 1
     assert sorted(one[0]) == sorted(two[0])

@@ -169,3 +169,101 @@ def test_export_without_weights_leaves_no_output(setup):
     result = run("export.py", ["--config", TINY, "--checkpoint", str(setup["folder"] / "missing.ckpt"),
                                "--output", missing])
     assert_user_error(result, missing)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --input_text: plain text articles through the run's text pipeline
+# ----------------------------------------------------------------------------------------------------------------
+
+# Untokenized lines besides the sample's tokenized ones: punctuation and digits to split and hash, an empty line,
+# a raw <unk> and Gigaword's UNK.
+EXTRA_ARTICLES = ["Police said 12 people were hurt in Nessa on Monday.", "", "Zofia <unk> won UNK's title again."]
+EXTRA_TITLES = ["police say ## hurt in nessa", "nothing", "<unk> wins title"]
+TEXT_FLAGS = ["--lowercase", "--digits_to_hash", "--map_token", "UNK=<unk>"]
+
+
+@pytest.fixture(scope="module")
+def text_setup(tmp_path_factory):
+    """The sample test articles (plus EXTRA_ARTICLES) as raw text, and the records the text commands make of them:
+    tokenize_corpus.py TEXT_FLAGS, BPE codes learned on the sample train split, apply_bpe_encoding.py, the pair
+    builder; a random tiny model (large initial weights, so its output depends on the source) of that vocabulary."""
+    from subword_nmt_reference import learn_codes, sample_lines
+
+    folder = tmp_path_factory.mktemp("eval_text")
+    raw, tokenized, bpe = folder / "raw", folder / "tokenized", folder / "bpe"
+    raw.mkdir()
+    articles = sample_lines("gigaword", "test.article.txt") + EXTRA_ARTICLES
+    titles = sample_lines("gigaword", "test.title.txt") + EXTRA_TITLES
+    (raw / "test.article.txt").write_text("".join(line + "\n" for line in articles))
+    (raw / "test.title.txt").write_text("".join(line + "\n" for line in titles))
+    result = run("tokenize_corpus.py", ["--corpus_folder", str(raw), "--output_folder", str(tokenized),
+                                        "--pool_size", "1", *TEXT_FLAGS])
+    assert result.returncode == 0, result.stderr
+    codes = learn_codes(sample_lines("gigaword", "train.article.txt") + sample_lines("gigaword", "train.title.txt"),
+                        300, folder / "bpe.codes")
+    vocab_path = folder / "vocab.txt"
+    result = run("apply_bpe_encoding.py", ["--codes", codes, "--src_folder", str(tokenized), "--output_folder",
+                                           str(bpe), "--prefix", "", "--vocab_path", str(vocab_path)])
+    assert result.returncode == 0, result.stderr
+    vocab = Dictionary.load_from_persisted_dict(str(vocab_path))
+    sources, targets = read_pair_files(str(bpe / "test.article.txt"), str(bpe / "test.title.txt"))
+    examples, counts = build_pair_examples(sources, targets, vocab, max_len=64, train=False)
+    write_records(str(folder / "test.mindrecord"), examples, vocab_size=len(vocab))
+    overrides = [f"model_config.vocab_size={len(vocab)}", "model_config.max_decode_length=8",
+                 "model_config.beam_width=2", "dataset_config.bucket_boundaries=[64]"]
+    config = load_config(TINY, overrides + ["model_config.initializer_range=1.0"])
+    ms.set_seed(2)
+    ms.save_checkpoint(Seq2SeqModel(config.model_config), str(folder / "random.ckpt"))
+    common = ["--config", TINY, *[arg for item in overrides for arg in ("--set", item)], "--vocab", str(vocab_path),
+              "--checkpoint", str(folder / "random.ckpt"), "--batch_size", "8", "--metric", "rouge"]
+    return dict(folder=folder, raw=raw, codes=codes, common=common, examples=examples, counts=counts)
+
+
+def test_input_text_decodes_as_the_records_of_the_same_text(text_setup):
+    """eval.py --input_text on the raw articles writes, byte for byte, the headlines eval.py decodes from the records
+    that tokenize_corpus.py, apply_bpe_encoding.py and the pair builder made of the same text with the same flags:
+    one line per article (the empty one too), BPE removed, tokens joined by spaces; no scores without --reference."""
+    folder, raw = text_setup["folder"], text_setup["raw"]
+    from_records, from_text = str(folder / "records.hyp.txt"), str(folder / "text.hyp.txt")
+    result = run("eval.py", [*text_setup["common"], "--test_dataset", str(folder / "test.mindrecord"),
+                             "--reference", str(raw / "test.title.txt"), "--output", from_records])
+    assert result.returncode == 0, result.stderr
+    result = run("eval.py", [*text_setup["common"], "--input_text", str(raw / "test.article.txt"), "--codes",
+                             text_setup["codes"], *TEXT_FLAGS, "--output", from_text])
+    assert result.returncode == 0, result.stderr
+    with open(from_text, encoding="utf-8") as handle:
+        headlines = handle.read()
+    with open(from_records, encoding="utf-8") as handle:
+        assert headlines == handle.read()
+    lines = headlines.split("\n")
+    assert len(lines) == 45 and lines[-1] == "" and len(set(lines)) > 20 and "@@" not in headlines
+    with open(from_text + ".json", encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["examples"] == 44 and summary["reference"] is None and "rouge1" not in summary
+    unknown = sum(int((e.source_ids == 3).sum()) for e in text_setup["examples"])
+    assert unknown >= 5  # sample UNK x3, the raw <unk> and UNK's
+    assert {key: summary["input_text"][key] for key in ("lines", "empty", "mapped", "truncated", "unknown_tokens")} \
+        == {"lines": 44, "empty": 1, "mapped": 4, "truncated": text_setup["counts"]["truncated_source"],
+            "unknown_tokens": unknown}
+    assert summary["input_text"]["map_token"] == {"UNK": "<unk>"} and summary["input_text"]["glossaries"] == ["<unk>"]
+    assert summary["decode"]["beam_width"] == 2
+    assert "eval: 44 examples, " in result.stdout
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--input_text", "absent.txt", "--codes", "CODES"], "input text file not found: absent.txt"),
+    (["--input_text", "ARTICLES"], "--input_text needs --codes"),
+    (["--codes", "CODES", "--test_dataset", "RECORDS"], "--codes go(es) with --input_text"),
+    (["--input_text", "ARTICLES", "--codes", "CODES", "--test_dataset", "RECORDS"], "exclude each other"),
+    (["--input_text", "ARTICLES", "--codes", "BAD_CODES"], "bad.codes:2: expected a merge"),
+])
+def test_input_text_errors_leave_no_output(text_setup, extra, fragment):
+    folder = text_setup["folder"]
+    (folder / "bad.codes").write_text("#version: 0.2\na b c\n")
+    names = {"ARTICLES": str(text_setup["raw"] / "test.article.txt"), "CODES": text_setup["codes"],
+             "BAD_CODES": str(folder / "bad.codes"), "RECORDS": str(folder / "test.mindrecord")}
+    output = str(folder / "bad.hyp.txt")
+    result = run("eval.py", [*text_setup["common"], *[names.get(arg, arg) for arg in extra], "--output", output])
+    assert fragment in result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not os.path.exists(output) and not os.path.exists(output + ".json")

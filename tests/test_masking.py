@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID
-from src.masking import (Example, fragment_length, loose_mask, make_pair_example, mask_sentence, mass_mask,
-                         mlm_mask, noise_channel)
+from src.masking import (Example, fragment_length, hashed_uniforms, loose_mask, make_pair_example, mask_sentence,
+                         mask_sentences, mass_mask, mlm_mask, noise_channel, noise_sentences)
 
 SENTENCE = np.array([10, 11, 12, 13, 14, 15, 16, 17, EOS_ID], dtype=np.int32)  # m = 8
 
@@ -81,39 +81,32 @@ def test_fragment_length_is_round_of_ratio_times_m(num_tokens, ratio, expected):
 def test_mass_statistics_over_100k_draws():
     vocab_size, draws, num_tokens, length = 1005, 100_000, 10, 5
     sentence = np.concatenate((np.arange(500, 500 + num_tokens), [EOS_ID])).astype(np.int32)
-    rng = np.random.default_rng(123)
-    starts = np.zeros(num_tokens - length + 1, dtype=np.int64)
-    masked = replaced = kept = 0
-    replacements = []
-    for _ in range(draws):
-        example = mass_mask(sentence, rng, 0.5, vocab_size)
-        start = int(example.decoder_positions[0])
-        starts[start] += 1
-        # Contiguous fragment, decoder side aligned with it.
-        assert example.decoder_positions.tolist() == list(range(start, start + length))
-        fragment = sentence[start:start + length]
-        assert np.array_equal(example.target_ids, fragment)
-        assert example.decoder_input_ids[0] == MASK_ID and np.array_equal(example.decoder_input_ids[1:], fragment[:-1])
-        outside = np.ones(len(sentence), dtype=bool)
-        outside[start:start + length] = False
-        assert np.array_equal(example.source_ids[outside], sentence[outside])
-        inside = example.source_ids[start:start + length]
-        is_mask, is_kept = inside == MASK_ID, inside == fragment
-        masked += is_mask.sum()
-        kept += is_kept.sum()
-        replaced += (~is_mask & ~is_kept).sum()
-        replacements.extend(inside[~is_mask & ~is_kept].tolist())
+    source, decoder_input, target, positions, lengths = mask_sentences(
+        "mass", np.tile(sentence, (draws, 1)), [num_tokens] * draws, 123, 0, np.arange(draws), 0.5, vocab_size)
+    assert np.all(lengths == length)
+    starts = positions[:, 0]
+    # Contiguous fragment, decoder side aligned with it.
+    assert np.array_equal(positions, starts[:, None] + np.arange(length))
+    assert np.array_equal(target, sentence[positions])
+    assert np.all(decoder_input[:, 0] == MASK_ID) and np.array_equal(decoder_input[:, 1:], target[:, :-1])
+    inside = np.zeros(source.shape, dtype=bool)
+    np.put_along_axis(inside, positions.astype(np.int64), True, axis=1)
+    assert np.array_equal(source[~inside], np.tile(sentence, (draws, 1))[~inside])
+    fragment_source = np.take_along_axis(source, positions.astype(np.int64), axis=1)
+    is_mask, is_kept = fragment_source == MASK_ID, fragment_source == target
+    masked, kept, replaced = is_mask.sum(), is_kept.sum(), (~is_mask & ~is_kept).sum()
     total = draws * length
     assert abs(masked / total - 0.8) < 0.005
     # A random replacement equals the original token with probability 1/1000: it then counts as kept.
     assert abs(kept / total - (0.1 + 0.1 / 1000)) < 0.004
     assert abs(replaced / total - (0.1 - 0.1 / 1000)) < 0.004
-    replacements = np.asarray(replacements)
+    replacements = fragment_source[~is_mask & ~is_kept]
     assert replacements.min() >= 5 and replacements.max() <= vocab_size - 1
     assert abs(replacements.mean() - (5 + vocab_size - 1) / 2) < 10  # uniform over 5..1004: mean 504.5
     # The start is uniform over the 6 valid starts: each within 5 standard deviations of draws / 6.
-    expected = draws / len(starts)
-    assert np.all(np.abs(starts - expected) < 5 * np.sqrt(expected * (1 - 1 / len(starts)))), starts
+    counts = np.bincount(starts, minlength=num_tokens - length + 1)
+    expected = draws / len(counts)
+    assert len(counts) == 6 and np.all(np.abs(counts - expected) < 5 * np.sqrt(expected * (1 - 1 / 6))), counts
 
 
 def test_random_tokens_are_the_non_special_ids_below_vocab_size():
@@ -155,3 +148,51 @@ def test_same_seed_same_draws_and_bad_input():
         mask_sentence("bert", SENTENCE, np.random.default_rng(0), 0.5, 100)
     with pytest.raises(ValueError, match="equal lengths"):
         Example([2], [2], [1, 2], [2], [0])
+
+
+@pytest.mark.parametrize("language_model", ["mass", "loose", "mlm"])
+def test_an_examples_masks_depend_on_its_key_only(language_model):
+    """mask_sentences gives a sentence masked among 199 others in a wide batch what it gives it alone in a batch of
+    its own width, by the one-sentence rules (fragment, decoder side, positions)."""
+    rng = np.random.default_rng(0)
+    sentences = [np.concatenate((rng.integers(5, 100, int(rng.integers(1, 30))), [EOS_ID])).astype(np.int32)
+                 for _ in range(200)]
+    padded = np.zeros((len(sentences), 40), dtype=np.int32)
+    for row, sentence in enumerate(sentences):
+        padded[row, :len(sentence)] = sentence
+    indices = np.arange(1000, 1200)
+    together = mask_sentences(language_model, padded, [len(s) - 1 for s in sentences], 7, 3, indices, 0.5, 100)
+    for row, sentence in enumerate(sentences):
+        alone = mask_sentences(language_model, sentence[None], [len(sentence) - 1], 7, 3, indices[row:row + 1], 0.5,
+                               100)
+        n, t = len(sentence), int(alone[4][0])
+        assert together[4][row] == t and not together[0][row, n:].any() and not together[2][row, t:].any()
+        for mine, theirs in zip(together[:4], alone[:4]):
+            assert np.array_equal(mine[row, :theirs.shape[1]], theirs[0])
+        positions = alone[3][0, :t]
+        assert np.array_equal(positions, np.arange(positions[0], positions[0] + t))
+        assert np.array_equal(alone[2][0, :t], sentence[positions])
+        masked = np.flatnonzero(alone[0][0] != sentence)
+        assert np.all((masked >= positions[0]) & (masked <= positions[-1]))
+
+
+def test_batch_noise_follows_the_noise_channel_and_the_draws_are_uniform():
+    rng = np.random.default_rng(1)
+    sentence = np.concatenate((rng.integers(5, 100, 40), [EOS_ID])).astype(np.int32)
+    indices = np.arange(500)
+    noisy = noise_sentences(np.tile(sentence, (500, 1)), [40] * 500, 2, 0, indices, 0.3)
+    uniforms = hashed_uniforms(2, 0, indices, 41)
+
+    class NoiseDraws:
+        def __init__(self, row):
+            self.row = row
+
+        def random(self, size):
+            return uniforms[self.row, :size]
+
+    for row in range(500):
+        assert np.array_equal(noisy[row], noise_channel(sentence, NoiseDraws(row), 0.3))
+    assert abs((noisy == MASK_ID).mean() * 41 / 40 - 0.3) < 0.01
+    draws = hashed_uniforms(0, 0, np.arange(20000), 5)
+    assert 0.0 <= draws.min() and draws.max() < 1.0 and abs(draws.mean() - 0.5) < 0.005
+    assert abs(np.corrcoef(draws[:, 0], draws[:, 1])[0, 1]) < 0.02

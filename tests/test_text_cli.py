@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO, shared_data
 from subword_nmt_reference import sample_lines, subword_nmt_command
@@ -254,23 +255,89 @@ def test_apply_bpe_encoding_command(corpus_and_codes, tmp_path):
     assert min(shrunk.counts[5:]) >= 20 and len(shrunk) < len(vocab)
 
 
-def test_mapped_unk_survives_bpe_only_when_the_codes_merge_it(sample_codes, tmp_path):
-    """apply_bpe_encoding.py, like subword-nmt apply-bpe without --glossaries, keeps <unk> whole only if the codes
-    hold merges that rebuild it: codes learned on text where <unk> is frequent, not the sample's codes."""
-    raw, tokenized, bpe = tmp_path / "raw", tmp_path / "tokenized", tmp_path / "bpe"
-    raw.mkdir()
-    (raw / "a.txt").write_text("".join(f"UNK {line}\n" for line in sample_lines("news", "news.txt")[:200]))
+def test_gigaword_unk_is_one_token_through_tokenize_bpe_and_records(tmp_path):
+    """The sample Gigaword (UNK in its test split, <unk> in train and valid, as the real corpus) through
+    tokenize_corpus.py --map_token UNK=<unk>, learn_subword.sh, apply_bpe_encoding.py and gigaword.py: every unknown
+    word is the one token <unk> in the text and the one id <unk> in the records, in every split."""
+    import shutil
+
+    from subword_nmt_reference import learn_codes
+
+    from src.dictionary import UNK_ID
+    from src.metrics import remove_bpe
+    from src.records import read_records
+
+    raw, tokenized, bpe, records = (tmp_path / name for name in ("raw", "tokenized", "bpe", "records"))
+    shutil.copytree(os.path.join(REPO, "data", "sample", "gigaword"), raw, ignore=shutil.ignore_patterns("*.md"))
+    names = sorted(os.listdir(raw))
     result = run(PYTHON, "tokenize_corpus.py", "--corpus_folder", str(raw), "--output_folder", str(tokenized),
+                 "--map_token", "UNK=<unk>", "--pool_size", "1")
+    assert result.returncode == 0 and "mapped=5" in result.stdout, result.stderr
+    raw_unknown = {name: [line.split().count("UNK") + line.split().count("<unk>")
+                          for line in (raw / name).read_text().splitlines()] for name in names}
+    assert sum(map(sum, raw_unknown.values())) == 25  # 5 UNK in test, 20 <unk> in train and valid
+    tokens = {name: (tokenized / name).read_text().splitlines() for name in names}
+    assert {name: [line.split().count("<unk>") for line in lines] for name, lines in tokens.items()} == raw_unknown
+
+    # learn_subword.sh leaves <unk> out of the merges: the codes of the text without it.
+    codes = tmp_path / "codes"
+    assert run("bash", "scripts/learn_subword.sh", "300", str(codes), str(tokenized)).returncode == 0
+    without_unk = [" ".join(t for t in line.split(" ") if t != "<unk>") for name in names for line in tokens[name]]
+    assert codes.read_text() == open(learn_codes(without_unk, 300, tmp_path / "expected.codes")).read()
+
+    vocab_path = tmp_path / "vocab.txt"
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
+                 "--output_folder", str(bpe), "--prefix", "", "--vocab_path", str(vocab_path))
+    assert result.returncode == 0 and "glossaries: <unk>; mapped=0" in result.stdout, result.stderr
+    encoded = {name: (bpe / name).read_text().splitlines() for name in names}
+    for name in names:
+        assert [remove_bpe(line) for line in encoded[name]] == tokens[name]
+        assert [line.split().count("<unk>") for line in encoded[name]] == raw_unknown[name]
+    # subword-nmt's default (no glossary) would cut it: these codes hold no merge that rebuilds <unk>.
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
+                 "--output_folder", str(tmp_path / "cut"), "--vocab_path", str(tmp_path / "cut.txt"), "--glossaries")
+    assert result.returncode == 0 and "glossaries: none" in result.stdout, result.stderr
+    assert (tmp_path / "cut" / "bpe.test.title.txt").read_text().splitlines()[12].startswith("<@@ ")
+
+    result = run(PYTHON, "gigaword.py", *[arg for split in ("train", "valid", "test") for side, name in
+                                          (("src", "article"), ("ref", "title"))
+                                          for arg in (f"--{split}_{side}", str(bpe / f"{split}.{name}.txt"))],
+                 "--existed_vocab", str(vocab_path), "--output_folder", str(records), "--max_len", "128")
+    assert result.returncode == 0, result.stderr
+    vocab = Dictionary.load_from_persisted_dict(str(vocab_path))
+    for split in ("valid", "test"):  # kept whole and in order (train drops none of the sample's pairs either)
+        examples = read_records(str(records / f"gigaword_{split}.mindrecord"))
+        for side, name in (("source_ids", "article"), ("target_ids", "title")):
+            lines = encoded[f"{split}.{name}.txt"]
+            assert [list(getattr(e, side)) for e in examples] == [list(vocab.encode_line(line)) for line in lines]
+            assert [[i for i, token in enumerate(line.split()) if token == "<unk>"] for line in lines] == \
+                [list(np.flatnonzero(getattr(e, side) == UNK_ID)) for e in examples]
+    test = read_records(str(records / "gigaword_test.mindrecord"))
+    assert sum(int((e.source_ids == UNK_ID).sum() + (e.target_ids == UNK_ID).sum()) for e in test) == 5
+
+
+def test_apply_bpe_encoding_maps_tokens_of_pretokenized_text(sample_codes, tmp_path):
+    """--map_token UNK=<unk> on Gigaword text tokenized elsewhere: the bytes of `subword-nmt apply-bpe --glossaries
+    '<unk>'` on the text with every whole UNK token replaced."""
+    source = tmp_path / "src"
+    source.mkdir()
+    raw = open(os.path.join(REPO, "data", "sample", "gigaword", "test.article.txt"), encoding="utf-8").read()
+    (source / "test.article.txt").write_text(raw + "UNKs xUNK UNK\n")
+    mapped = tmp_path / "mapped.txt"
+    mapped.write_text(" ".join("<unk>" if t == "UNK" else t for t in raw.split(" ")).replace("UNK\n", "<unk>\n")
+                      + "UNKs xUNK <unk>\n")
+    assert mapped.read_text().split().count("<unk>") == 4 and "UNK" not in mapped.read_text().split()
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(sample_codes), "--src_folder", str(source),
+                 "--output_folder", str(tmp_path / "bpe"), "--vocab_path", str(tmp_path / "vocab.txt"),
                  "--map_token", "UNK=<unk>")
-    assert result.returncode == 0 and "mapped=200" in result.stdout, result.stderr
-    unk_codes = tmp_path / "unk.codes"
-    assert run("bash", "scripts/learn_subword.sh", "300", str(unk_codes), str(tokenized)).returncode == 0
-    for codes, first_tokens in ((sample_codes, "<@@ un@@ k@@ >"), (unk_codes, "<unk>")):
-        result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(codes), "--src_folder", str(tokenized),
-                     "--output_folder", str(bpe), "--vocab_path", str(tmp_path / "vocab.txt"))
-        assert result.returncode == 0, result.stderr
-        lines = (bpe / "bpe.a.txt").read_text().split("\n")[:200]
-        assert all(line.startswith(first_tokens + " ") for line in lines)
+    assert result.returncode == 0 and "mapped=4" in result.stdout, result.stderr
+    assert (tmp_path / "bpe" / "bpe.test.article.txt").read_bytes() == subword_nmt_command(
+        sample_codes, mapped, tmp_path / "reference.txt", ["<unk>"])
+    result = run(PYTHON, "apply_bpe_encoding.py", "--codes", str(sample_codes), "--src_folder", str(source),
+                 "--output_folder", str(tmp_path / "bad"), "--vocab_path", str(tmp_path / "bad.txt"),
+                 "--map_token", "UNK")
+    assert_one_line_error(result, "--map_token 'UNK': expected FROM=TO")
+    assert files_under(tmp_path / "bad") == []
 
 
 @pytest.fixture()

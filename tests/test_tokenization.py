@@ -131,3 +131,33 @@ def test_parse_token_map_errors(items, message):
     with pytest.raises(UserError) as error:
         parse_token_map(items)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------------------------------ kept <unk>
+
+UNK_LINE = 'Mr. <unk> said "<unk>" (<unk>) <unk>\'s <unk>-based a<unk>b keptworda <unk>.'
+
+
+@pytest.mark.parametrize("tokenizer,expected", [
+    # Around <unk>, nltk tokenizes as around any word: quotes turned, 's and the final period split off.
+    ("nltk", ["Mr.", "<unk>", "said", "``", "<unk>", "''", "(", "<unk>", ")", "<unk>", "'s", "<unk>", "-based",
+              "a", "<unk>", "b", "keptworda", "<unk>", "."]),
+    ("jieba", ["Mr", ".", "<unk>", "said", '"', "<unk>", '"', "(", "<unk>", ")", "<unk>", "'", "s", "<unk>", "-",
+               "based", "a", "<unk>", "b", "keptworda", "<unk>", "."]),
+])
+def test_unk_survives_tokenization(tokenizer, expected):
+    """A raw <unk> (nltk alone writes `< unk >`) is one token of its own, also glued to other characters and in a
+    line holding the placeholder word's first choice."""
+    assert get_tokenizer("nltk")("<unk> x") == ["<", "unk", ">", "x"]
+    text, stats = tokenize_block([UNK_LINE.encode(), b"no unknown word", b"<unk>"], tokenizer, max_chars=200)
+    assert text.split("\n") == [" ".join(expected), "no unknown word", "<unk>", ""]
+    assert stats["tokens"] == len(expected) + 4
+
+
+def test_gigaword_unk_maps_to_one_unk_token():
+    """Gigaword's UNK (test set) and <unk> (train/valid) both come out as the token <unk> with --map_token UNK=<unk>,
+    after lowercasing and digits_to_hash as well."""
+    lines = [b"sunderan minister sipho UNK said sunday .", b"zofia <unk> beat jade 6-4 ."]
+    text, stats = tokenize_block(lines, "nltk", 200, Normalization(True, True, {"UNK": "<unk>"}))
+    assert text == "sunderan minister sipho <unk> said sunday .\nzofia <unk> beat jade #-# .\n"
+    assert stats["mapped"] == 1
