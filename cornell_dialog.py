@@ -176,7 +176,7 @@ def main(args):
                            os.path.join(args.src_folder, prefix + ".tgt.txt"), train))
     built = build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="cornell",
                                    max_len=args.max_len, noise_prob=args.noise_prob, seed=args.seed,
-                                   format=args.format, num_shards=args.num_shards)
+                                   format=args.format, num_shards=args.num_shards, processes=args.processes)
     for name, counts in built.items():
         print(format_counts(f"cornell {name}", counts))
 

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Reduced-scale MASS reproduction on ../shared/data: pre-train a d128 3+3 model on the news sentences, fine-tune it on
-# Gigaword 10K and the first 10K Cornell train pairs, and compare with training from scratch for the same fine-tuning
-# epochs and for the same total compute (fine-tuning extended by the task's half of the pre-training updates).
-# Checkpoints are selected on the validation sets; ROUGE-1/2/L on the 1,951 Gigaword test pairs, perplexity on the
-# Cornell test set.
+# MASS reproduction, protocol v2, at reduced scale on ../shared/data: does MASS pre-training pay, measured the way the
+# paper measures it (ROUGE on Gigaword, perplexity on Cornell), against the same model from random weights.
+#  text     news and Cornell tokenized and normalised the way Gigaword already is (lowercase, every digit `#`);
+#           Gigaword's UNK becomes <unk> before BPE, one token after it
+#  bpe      10K joint merges over news, Gigaword train and the first 10K Cornell train pairs; the vocabulary
+#  records  the news but its last VALID_SENTENCES sentences (MASS-masked anew every epoch) for pre-training, those
+#           held out (masked once, fixed seed) as the pre-training valid set; Gigaword 10K; Cornell 10K train pairs
+#  train    two chains side by side, one thread each (PARALLEL=0: one after the other):
+#           1. MASS pre-training, PRETRAIN_UPDATES updates, evaluated every PRETRAIN_EVAL_EVERY updates on the
+#              held-out news (its best checkpoint is the pre-trained model); then each task fine-tuned from it
+#           2. each task trained from random weights
+#           Every task run trains to convergence: evaluated every epoch on the task's valid set, stopped after
+#           PATIENCE evaluations without a lower valid loss, its best checkpoint kept. The from-scratch runs may
+#           train for the pre-trained arm's total compute and more (their epoch cap adds the epochs that the task's
+#           half of the pre-training updates buys), so the comparison is at equal or greater compute for scratch.
+#  test     ROUGE-1/2/L F1 on the 1,951 Gigaword test pairs (beam 4), with and without the Porter stemmer, and the
+#           hypotheses' degeneracy (mean length, distinct, most repeated); perplexity on all Cornell test pairs
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
-# Budget: PRETRAIN_UPDATES (default 1200 updates of 64 sentences), FINETUNE_EPOCHS (2); the same-compute baseline's
-# epochs are computed from the updates (SCRATCH_LONG_EPOCHS overrides). After the text stages, two chains run side
-# by side with one thread each (PARALLEL=0: one after the other): MASS pre-training and fine-tuning from it, and
-# training from scratch. A rerun into the same folder skips what completed; UNTIL=text|bpe|records stops after
-# that stage; TASKS=gigaword or TASKS=cornell (default both) limits the fine-tuning to one task.
+# Budget knobs: PRETRAIN_UPDATES (default 3000), PRETRAIN_EVAL_EVERY (250), FINETUNE_MAX_EPOCHS (25), PATIENCE (3),
+# VALID_SENTENCES (2000). A rerun into the same folder skips what completed; UNTIL=text|bpe|records stops after that
+# stage; TASKS=gigaword or TASKS=cornell (default both) limits the task runs to one task.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -19,9 +29,10 @@ run=${1:-runs/reproduce}
 python="$(bash scripts/ensure_venv.sh)/bin/python"
 export PYTHONUNBUFFERED=1 PYTHON=$python
 quick=${QUICK:-0} parallel=${PARALLEL:-1} threads=0
-pre_updates=${PRETRAIN_UPDATES:-1200} ft_epochs=${FINETUNE_EPOCHS:-2} SCRATCH_LONG_EPOCHS=${SCRATCH_LONG_EPOCHS:-}
+pre_updates=${PRETRAIN_UPDATES:-3000} pre_eval_every=${PRETRAIN_EVAL_EVERY:-250} max_epochs=${FINETUNE_MAX_EPOCHS:-25}
+patience=${PATIENCE:-3} valid_sentences=${VALID_SENTENCES:-2000}
 lines=0
-if [ "$quick" = 1 ]; then lines=600; pre_updates=10; ft_epochs=1; fi
+if [ "$quick" = 1 ]; then lines=600; pre_updates=10; pre_eval_every=5; max_epochs=2; patience=1; valid_sentences=50; fi
 mkdir -p "$run"
 tasks=${TASKS:-gigaword cornell}
 exec > >(tee -a "$run/reproduce.log") 2>&1
@@ -42,7 +53,7 @@ take() {
 start=$SECONDS
 
 text_stage() {
-stage "text: raw news and Cornell (first 10K train pairs) -> tokens; Gigaword is already tokenized"
+stage "text: raw news and Cornell (first 10K train pairs) -> lowercased tokens, digits as #; Gigaword already is"
 mkdir -p "$raw" "$tok"
 take "$data/news/news.en.txt" > "$raw/news.txt"
 for side in src tgt; do
@@ -50,7 +61,8 @@ for side in src tgt; do
   take "$data/cornell/valid.$side.txt" 2000 > "$raw/cornell_valid.$side.txt"
   take "$data/cornell/test.$side.txt" > "$raw/cornell_test.$side.txt"
 done
-"$python" tokenize_corpus.py --corpus_folder "$raw" --output_folder "$tok" --tokenizer nltk --pool_size 2
+"$python" tokenize_corpus.py --corpus_folder "$raw" --output_folder "$tok" --tokenizer nltk --pool_size 2 \
+  --lowercase --digits_to_hash
 for split in train valid test; do
   for side in article title; do take "$data/gigaword/$split.$side.txt" > "$tok/giga_$split.$side.txt"; done
 done
@@ -76,9 +88,14 @@ vocab_size=$(wc -l < "$vocab")
 records_stage() {
 stage "records"
 mkdir -p "$run/text/mono"
-cp "$bpe/news.txt" "$run/text/mono/news.txt"
-"$python" news_crawl.py --src_folder "$run/text/mono" --existed_vocab "$vocab" --output_folder "$run/data/news" \
-  --max_len 64 --processes 2
+local news_lines
+news_lines=$(wc -l < "$bpe/news.txt")
+head -n "$((news_lines - valid_sentences))" "$bpe/news.txt" > "$run/text/mono/news.txt"
+tail -n "$valid_sentences" "$bpe/news.txt" > "$run/text/mono/news_valid.txt"
+"$python" news_crawl.py --input_files "$run/text/mono/news.txt" --existed_vocab "$vocab" \
+  --output_folder "$run/data/news" --max_len 64 --processes 2
+"$python" news_crawl.py --input_files "$run/text/mono/news_valid.txt" --existed_vocab "$vocab" \
+  --output_folder "$run/data/news_valid" --max_len 64 --processes 2
 "$python" gigaword.py --train_src "$bpe/giga_train.article.txt" --train_ref "$bpe/giga_train.title.txt" \
   --valid_src "$bpe/giga_valid.article.txt" --valid_ref "$bpe/giga_valid.title.txt" \
   --test_src "$bpe/giga_test.article.txt" --test_ref "$bpe/giga_test.title.txt" \
@@ -111,90 +128,59 @@ task_data() {  # TASK -> data_overrides (KEY=VALUE) for its fine-tuning data, an
   if [ "$1" = gigaword ]; then dataset=$giga/gigaword_train.mindrecord valid=$giga/gigaword_valid.mindrecord
   else dataset=$cornell/cornell_train.mindrecord valid=$cornell/cornell_valid.mindrecord; fi
   data_overrides=("dataset_config.fine_tune_dataset=$dataset" "dataset_config.valid_dataset=$valid")
-  # Every (source, target) bucket shape compiles its own train and eval graphs (~1 GB and about a minute each at
-  # 64 x 64 with this vocabulary): Cornell, long on both sides, filled 16 GB with the 4 x 4 shapes of 4 boundaries.
-  if [ "$1" = cornell ]; then data_overrides+=("dataset_config.bucket_boundaries=[32, 64]"); fi
   data_sets=()
   for override in "${data_overrides[@]}"; do data_sets+=(--set "$override"); done
 }
+# To convergence: evaluated at every epoch end, stopped after $patience evaluations without a lower valid loss.
+converge=(--set "checkpoint_options.early_stop_patience=$patience")
 
-evaluate() {  # TASK VARIANT CHECKPOINT: test scores into RUN/TASK_VARIANT/
-  local task=$1 variant=$2 checkpoint=$3 folder=$run/$1_$2
-  stage "evaluate ${task}_$variant ($checkpoint)"
+evaluate() {  # TASK ARM: test scores of RUN/TASK_ARM/checkpoints/best.ckpt into RUN/TASK_ARM/
+  local task=$1 arm=$2 folder=$run/$1_$2
+  stage "evaluate ${task}_$arm"
   if [ "$task" = gigaword ]; then
     [ -f "$folder/test.hyp.txt.json" ] ||
-    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric rouge --checkpoint "$checkpoint" \
-      --test_dataset "$giga/gigaword_test.mindrecord" --reference "$tok/giga_test.title.txt" \
-      --output "$folder/test.hyp.txt" --threads "$threads"
+    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric rouge \
+      --checkpoint "$folder/checkpoints/best.ckpt" --test_dataset "$giga/gigaword_test.mindrecord" \
+      --reference "$tok/giga_test.title.txt" --rouge_stemmer --output "$folder/test.hyp.txt" --threads "$threads"
   else
     [ -f "$folder/test.nll.txt.json" ] ||
-    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric ppl --checkpoint "$checkpoint" \
-      --test_dataset "$cornell/cornell_test.mindrecord" --output "$folder/test.nll.txt" --threads "$threads"
+    "$python" eval.py --config "$folder/config.json" --vocab "$vocab" --metric ppl \
+      --checkpoint "$folder/checkpoints/best.ckpt" --test_dataset "$cornell/cornell_test.mindrecord" \
+      --output "$folder/test.nll.txt" --threads "$threads"
   fi
 }
 
-# Chain 1: MASS pre-training, then fine-tuning from its weights on each task.
+# Chain 1: MASS pre-training (its best checkpoint on the held-out news), then each task fine-tuned from it.
 pretrained_chain() {
-  stage "MASS pre-training on news ($pre_updates updates)"
-  run_train_stage pretrain --set "dataset_config.epochs=1" \
-    --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" --max_updates "$pre_updates"
-  # The pre-trained weights: the newest training checkpoint (the run stops after max_updates with one).
-  local pretrained task
-  pretrained=$("$python" -c 'import json, os, sys; folder = sys.argv[1]; kept = json.load(open(os.path.join(folder, "latest.json")))["kept"]; print(os.path.join(folder, kept[-1]))' "$run/pretrain/checkpoints")
-  echo "pre-trained weights: $pretrained"
+  stage "MASS pre-training on news ($pre_updates updates, held-out news evaluated every $pre_eval_every)"
+  run_train_stage pretrain --set "dataset_config.epochs=100" \
+    --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" \
+    --set "dataset_config.pre_train_valid_dataset=$run/data/news_valid/news.mindrecord" \
+    --set "checkpoint_options.eval_every_updates=$pre_eval_every" --max_updates "$pre_updates"
+  local task
   for task in $tasks; do
     task_data "$task"
-    stage "fine-tune ${task}_pretrained ($ft_epochs epochs)"
-    run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$ft_epochs" "${data_sets[@]}" \
-      --set "checkpoint_options.existed_ckpt=$pretrained"
+    stage "fine-tune ${task}_pretrained (to convergence, at most $max_epochs epochs)"
+    run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$max_epochs" "${data_sets[@]}" "${converge[@]}" \
+      --set "checkpoint_options.existed_ckpt=$run/pretrain/checkpoints/best.ckpt"
   done
-  for task in $tasks; do evaluate "$task" pretrained "$run/${task}_pretrained/checkpoints/best.ckpt"; done
+  for task in $tasks; do evaluate "$task" pretrained; done
 }
 
-# Chain 2: from random weights. One run per task serves both baselines: trained for the same total compute (the
-# fine-tuning epochs plus as many epochs as the task's half of the pre-training updates buys; the pre-training
-# serves both tasks), it also keeps, as best_epochN.ckpt, the checkpoint that a run of only the N fine-tuning
-# epochs would have selected (the data order and the isr schedule do not depend on the total; tests/test_trainer.py
-# checks it bit for bit). Compute is counted in updates, not seconds, so the figure does not depend on what else
-# the machine runs; a pre-training update (64 news sentences of ~25 subwords) costs about what a fine-tuning one
-# does, so this errs towards the baseline.
+# Chain 2: each task from random weights, to convergence; its epoch cap adds the epochs that the task's half of the
+# pre-training updates buys (compute counted in updates, not seconds, so it does not depend on the machine's load).
 scratch_chain() {
-  local task batches long_epochs
+  local task batches epochs
   for task in $tasks; do
     task_data "$task"
     # Updates per epoch: the batch plan of this config (batch size, bucket boundaries) on the task's records.
-    batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, load_dataset; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(load_dataset(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries)))' \
+    batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, open_rows; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(open_rows(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries, window_rows=data.window_rows)))' \
       config/config_reproduce.json "${data_overrides[@]}")
-    long_epochs=$(( ft_epochs + (pre_updates + batches) / (2 * batches) ))
-    [ -n "$SCRATCH_LONG_EPOCHS" ] && long_epochs=$SCRATCH_LONG_EPOCHS
-    stage "train ${task}_scratch_long ($long_epochs epochs: $ft_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch; epoch $ft_epochs's selection kept for ${task}_scratch)"
-    run_train_stage "${task}_scratch_long" --set "dataset_config.epochs=$long_epochs" "${data_sets[@]}" \
-      --set "checkpoint_options.best_at_epochs=[$ft_epochs]"
-    # RUN/TASK_scratch: the same-epochs baseline's config, wall time (to the end of its last epoch) and scores.
-    "$python" - "$run/${task}_scratch_long" "$run/${task}_scratch" "$ft_epochs" <<'PY'
-import json, os, sys
-long_run, short_run, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-os.makedirs(short_run, exist_ok=True)
-with open(os.path.join(long_run, "config.json"), encoding="utf-8") as handle:
-    config = json.load(handle)
-config["dataset_config"]["epochs"] = epochs
-with open(os.path.join(short_run, "config.json"), "w", encoding="utf-8") as out:
-    json.dump(config, out, indent=2)
-with open(os.path.join(long_run, "start_time"), encoding="utf-8") as handle:
-    start = int(handle.read())
-with open(os.path.join(long_run, "metrics.jsonl"), encoding="utf-8") as handle:
-    end = [record["time"] for record in map(json.loads, handle)
-           if record["type"] == "valid" and record.get("epoch_end", True)][epochs - 1]
-with open(os.path.join(short_run, "wall_s"), "w", encoding="utf-8") as out:
-    out.write(f"{round(end - start)}\n")
-with open(os.path.join(short_run, "README"), "w", encoding="utf-8") as out:
-    out.write(f"The first {epochs} epochs of {long_run}: its checkpoints/best_epoch{epochs}.ckpt.\n")
-PY
+    epochs=$(( max_epochs + (pre_updates + batches) / (2 * batches) ))
+    stage "train ${task}_scratch (to convergence, at most $epochs epochs: $max_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch)"
+    run_train_stage "${task}_scratch" --set "dataset_config.epochs=$epochs" "${data_sets[@]}" "${converge[@]}"
   done
-  for task in $tasks; do
-    evaluate "$task" scratch "$run/${task}_scratch_long/checkpoints/best_epoch$ft_epochs.ckpt"
-    evaluate "$task" scratch_long "$run/${task}_scratch_long/checkpoints/best.ckpt"
-  done
+  for task in $tasks; do evaluate "$task" scratch; done
 }
 
 if [ "$parallel" = 1 ]; then

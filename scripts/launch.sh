@@ -18,6 +18,8 @@ usage: scripts/run_${target,,}.sh -t t|i -c CONFIG [options]
   -v, --vocab FILE       vocabulary (inference; optional for training)
   -m, --metric rouge|ppl metric for inference (default rouge)
   -d, --detach           return at once; the job runs in the background (stop it with scripts/stop_training.sh)
+  -T, --threads N        CPU kernel threads per process (CPU only; default: this machine's cores shared out
+                         among the processes, at least 1 each)
 USAGE
   [ "$target" = Ascend ] && echo "  -j, --hccl_json FILE   rank table file for multi-card Ascend runs"
   return 0
@@ -26,7 +28,7 @@ USAGE
 # The usage first, the error last: the last line of stderr names the problem.
 fail() { usage >&2; echo "error: $1" >&2; exit 2; }
 
-task="" device_num=1 device_id=0 config="" output="" vocab="" metric=rouge detach=0 hccl_json=""
+task="" device_num=1 device_id=0 config="" output="" vocab="" metric=rouge detach=0 hccl_json="" threads=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     -v|--vocab) vocab=${2:-}; shift 2 || fail "$1 needs a value" ;;
     -m|--metric) metric=${2:-}; shift 2 || fail "$1 needs a value" ;;
     -d|--detach) detach=1; shift ;;
+    -T|--threads) threads=${2:-}; shift 2 || fail "$1 needs a value" ;;
     -j|--hccl_json) [ "$target" = Ascend ] || fail "-j/--hccl_json is for Ascend only"
                     hccl_json=${2:-}; shift 2 || fail "$1 needs a value" ;;
     *) fail "unknown option: $1" ;;
@@ -54,6 +57,12 @@ case "$metric" in rouge|ppl) ;; *) fail "-m/--metric must be rouge or ppl, got '
 [ -z "$hccl_json" ] || [ -f "$hccl_json" ] || fail "rank table file not found: $hccl_json"
 [ "$task" = t ] || [ -n "$vocab" ] || fail "-v/--vocab is required for inference"
 [ "$task" = t ] || [ "$device_num" = 1 ] || fail "inference runs on one device (-n 1)"
+[ -z "$threads" ] || [[ "$threads" =~ ^[1-9][0-9]*$ ]] || fail "-T/--threads must be a positive integer, got '$threads'"
+[ -z "$threads" ] || [ "$target" = CPU ] || fail "-T/--threads is for CPU runs only"
+if [ "$target" = CPU ] && [ -z "$threads" ]; then
+  # MindSpore's default (25 threads a process) oversubscribes the cores as soon as there are several ranks.
+  threads=$(( $(nproc) / device_num )); [ "$threads" -ge 1 ] || threads=1
+fi
 
 python=${PYTHON:-}
 if [ -z "$python" ]; then python="$(bash "$repo/scripts/ensure_venv.sh")/bin/python"; fi
@@ -61,12 +70,14 @@ stamp=$(date +%Y%m%d_%H%M%S)
 if [ "$task" = t ]; then
   run_folder=${output:-runs/train_$stamp}
   command=("$repo/train.py" --config "$config" --output "$run_folder" --device_target "$target")
+  [ -z "$threads" ] || command+=(--threads "$threads")
   [ -z "$vocab" ] || command+=(--vocab "$vocab")
 else
   output=${output:-runs/infer_$stamp/hypotheses.txt}
   run_folder=$(dirname "$output")
   command=("$repo/eval.py" --config "$config" --vocab "$vocab" --metric "$metric" --output "$output"
            --device_target "$target")
+  [ -z "$threads" ] || command+=(--threads "$threads")
 fi
 mkdir -p "$run_folder/logs"
 run_folder=$(cd "$run_folder" && pwd)

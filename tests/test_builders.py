@@ -170,6 +170,26 @@ def test_news_crawl_same_bytes_for_one_or_two_processes_and_seed_matters(tmp_pat
     assert len(read_records(str(tmp_path / "one" / "news.mindrecord0"))) == 300
 
 
+def test_pair_builders_same_bytes_for_one_or_two_processes(tmp_path):
+    """gigaword.py with noise on 4,500 train pairs (3 chunks of work) in 2 shards: --processes 2 writes the bytes
+    --processes 1 writes."""
+    rng = np.random.default_rng(1)
+    sides = {side: [" ".join(rng.choice(WORDS, int(rng.integers(1, 12)))) for _ in range(4500)]
+             for side in ("src", "ref")}
+    files = {side: write_lines(tmp_path / f"train.{side}.txt", lines) for side, lines in sides.items()}
+    vocab_for(tmp_path / "vocab.txt", [" ".join(WORDS)])
+    for name, processes in (("one", 1), ("two", 2)):
+        result = run_script("gigaword.py", "--train_src", files["src"], "--train_ref", files["ref"],
+                            "--test_src", files["src"], "--test_ref", files["ref"], "--existed_vocab",
+                            tmp_path / "vocab.txt", "--output_folder", tmp_path / name, "--noise_prob", 0.2,
+                            "--num_shards", 2, "--processes", processes)
+        assert result.returncode == 0, result.stderr
+    one, two = (sorted(os.listdir(tmp_path / name)) for name in ("one", "two"))
+    assert one == two and "gigaword_train.mindrecord1" in one
+    for file in one:
+        assert (tmp_path / "one" / file).read_bytes() == (tmp_path / "two" / file).read_bytes(), file
+
+
 def test_gigaword_drops_train_truncates_test_and_maps_unk(tmp_path, capsys):
     train_src = ["a b c", "a b c d e f g", "a b", "", "b c UNK"]
     train_ref = ["x y", "x", "x y z w v u", "x", "y <unk>"]

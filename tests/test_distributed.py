@@ -82,6 +82,9 @@ def test_two_ranks_stay_identical_and_equal_one_process(corpus, tmp_path):
     ranks = tmp_path / "ranks"
     result = launch("run_cpu.sh", "-t", "t", "-n", 2, "-c", ranks_config, "-o", ranks, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    # the launcher shares the cores out among the ranks (MindSpore's default of 25 threads each oversubscribes)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"--threads {threads}" in (ranks / "logs" / "command.txt").read_text()
     digests = final_digests(ranks / "logs")
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     last = "dp_finetune_step0000005.ckpt"
@@ -139,7 +142,6 @@ def test_a_killed_rank_ends_the_job_with_an_error_and_keeps_the_last_checkpoint(
     path = newest if os.path.isabs(newest) else str(run / "checkpoints" / newest)
     weights, optimizer_state, metadata = ckpt.read_checkpoint(path)
     assert metadata["world_size"] == 2 and metadata["step"] >= 3
-    import mindspore as ms
     from src.model import Seq2SeqModel
     from config.config import load_config
     model = Seq2SeqModel(load_config(str(config)).model_config)
@@ -160,6 +162,7 @@ def test_a_killed_rank_ends_the_job_with_an_error_and_keeps_the_last_checkpoint(
     (["-t", "t", "-c", "config/config.json", "--bogus"], "unknown option: --bogus"),
     (["-t", "i", "-c", "config/config.json"], "-v/--vocab is required for inference"),
     (["-t", "i", "-c", "config/config.json", "-v", "config/config.json", "-m", "bleu"], "-m/--metric must be"),
+    (["-t", "t", "-c", "config/config.json", "-T", "0"], "-T/--threads must be a positive integer"),
 ])
 def test_launchers_reject_bad_arguments_with_usage(script, args, message):
     result = launch(script, *args)
@@ -167,6 +170,11 @@ def test_launchers_reject_bad_arguments_with_usage(script, args, message):
     assert result.stderr.splitlines()[-1].startswith("error: " + message)  # the usage first, the error last
     assert f"usage: scripts/{script}" in result.stderr
     assert "Traceback" not in result.stderr and not result.stdout
+
+
+def test_threads_are_for_cpu_only():
+    result = launch("run_gpu.sh", "-t", "t", "-c", "config/config.json", "-T", "2")
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == "error: -T/--threads is for CPU runs only"
 
 
 def test_hccl_json_is_for_ascend_only():
