@@ -44,7 +44,8 @@ def main(args):
     splits.append(("test", args.test_src, args.test_ref, False))
     built = build_pair_record_sets(splits, vocab, output_folder=args.output_folder, prefix="gigaword",
                                    max_len=args.max_len, noise_prob=args.noise_prob, seed=args.seed,
-                                   format=args.format, num_shards=args.num_shards, token_map=TOKEN_MAP, processes=args.processes)
+                                   format=args.format, num_shards=args.num_shards, token_map=TOKEN_MAP,
+                                   processes=args.processes)
     for name, counts in built.items():
         print(format_counts(f"gigaword {name}", counts))
 

@@ -108,7 +108,8 @@ def main(run):
         walls = " / ".join(str(part["wall_s"]) if part else "-" for part in (giga, cornell))
         table.append(f"| {row['model']} | {rouge_cells(giga, 'rouge')} | {rouge_cells(giga, 'rouge_stemmed')} | "
                      f"{ppl} | {updates} | {walls} |")
-    table += ["", "| Gigaword hypotheses | mean length (words) | distinct | most repeated (count) |", "|---|---|---|---|"]
+    table += ["", "| Gigaword hypotheses | mean length (words) | distinct | most repeated (count) |",
+              "|---|---|---|---|"]
     for row in rows:
         giga = row["gigaword"]
         if giga:

@@ -238,7 +238,8 @@ class CachedModelStep(nn.Cell):
     flat tuple, (cross_bias, step) + self_keys + self_values + new_keys + new_values + cross_keys + cross_values,
     each of the six a tuple with one tensor per decoder layer: self keys/values [B*k, h, L, dh], new keys/values
     [B*k, h, 1, dh], cross keys/values [B, h, S, dh] once per sentence (a sentence's beams share them:
-    `MultiHeadAttention.attend_grouped`); cross_bias [B, 1, 1, S], step int32 [] (the slot of the new keys/values). `split_state` names its parts. (Flat, because a `while` loop carrying the nested tuple ran
+    `MultiHeadAttention.attend_grouped`); cross_bias [B, 1, 1, S], step int32 [] (the slot of the new
+    keys/values). `split_state` names its parts. (Flat, because a `while` loop carrying the nested tuple ran
     in-process but failed to compile in ms.export, MindSpore 2.10.) kernels=False keeps to MindSpore's own ops
     (export.py: a MINDIR file must not depend on a library built on this machine)."""
 
