@@ -26,7 +26,7 @@ from src.errors import UserError, check_output_file, check_output_folder, requir
 from src.masking import Example, fragment_length, make_pair_example, mask_sentences
 from src.records import (ShardSetWriter, ShardWriter, import_writer, infer_format, page_sizes, shard_bounds,
                          shard_paths, staged_record_set, validate_examples)
-from src.workers import ordered_map, process_pool
+from src.workers import ordered_job_map
 
 CHUNK = 2000  # items per chunk of work (and per record write call)
 
@@ -97,14 +97,6 @@ class _BuildJob:
     settings: dict
 
 
-_job = None  # this worker's _BuildJob
-
-
-def _start_worker(job):
-    global _job
-    _job = job
-
-
 def _chunk_ranges(start, end):
     """[start, end) cut at multiples of CHUNK (the checkpoints)."""
     edges = sorted({start, end, *range((start // CHUNK + 1) * CHUNK, end, CHUNK)})
@@ -123,10 +115,6 @@ def _build_chunk(job, bounds):
     return examples, counts
 
 
-def _build_chunk_task(bounds):
-    return _build_chunk(_job, bounds)
-
-
 def _build_and_write_shard(job, task):
     start, end, target = task
     writer = ShardWriter(target, job.format, page_sizes(job.scan.largest_row, job.scan.total_bytes))
@@ -137,10 +125,6 @@ def _build_and_write_shard(job, task):
         counts.update(chunk_counts)
     writer.close()
     return end - start, counts
-
-
-def _build_and_write_shard_task(task):
-    return _build_and_write_shard(_job, task)
 
 
 def write_streamed_record_set(path, job, *, num_shards, processes, progress=None):
@@ -156,22 +140,21 @@ def write_streamed_record_set(path, job, *, num_shards, processes, progress=None
         bounds = shard_bounds(total, num_shards)
         if processes > 1 and num_shards > 1:
             tasks = [(start, end, target) for target, (start, end) in zip(staged, bounds)]
-            with process_pool(min(processes, num_shards), _start_worker, (job,)) as pool:
-                for count, shard_counts in ordered_map(pool, _build_and_write_shard_task, tasks):
-                    counts.update(shard_counts)
-                    if progress is not None:
-                        progress.update(count)
+            for count, shard_counts in ordered_job_map(min(processes, num_shards), job, _build_and_write_shard,
+                                                       tasks):
+                counts.update(shard_counts)
+                if progress is not None:
+                    progress.update(count)
         else:
             writer = ShardSetWriter(staged, [end - start for start, end in bounds], job.format,
                                     page_sizes(job.scan.largest_row, job.scan.total_bytes))
             ranges = _chunk_ranges(0, total)
-            with process_pool(processes if len(ranges) > 1 else 1, _start_worker, (job,)) as pool:
-                build = _build_chunk_task if pool else lambda bounds: _build_chunk(job, bounds)
-                for examples, chunk_counts in ordered_map(pool, build, ranges):
-                    writer.write(examples)
-                    counts.update(chunk_counts)
-                    if progress is not None:
-                        progress.update(len(examples))
+            for examples, chunk_counts in ordered_job_map(processes if len(ranges) > 1 else 1, job, _build_chunk,
+                                                          ranges):
+                writer.write(examples)
+                counts.update(chunk_counts)
+                if progress is not None:
+                    progress.update(len(examples))
             writer.close()
     return shard_paths(path, num_shards), counts
 
@@ -411,18 +394,17 @@ def mask_monolingual(items, vocab, *, language_model, mask_ratio, seed, processe
     chunks = [items[start:start + chunk_size] for start in range(0, len(items), chunk_size)]
     settings = (vocab, language_model, mask_ratio, seed)
     examples, unknown = [], 0
-    with process_pool(processes if len(chunks) > 1 else 1, _start_worker, (settings,)) as pool:
-        mask = _mask_items_task if pool else lambda chunk: _mask_items(chunk, *settings)
-        for chunk_examples, chunk_unknown in ordered_map(pool, mask, chunks):
-            examples.extend(chunk_examples)
-            unknown += chunk_unknown
-            if progress is not None:
-                progress.update(len(chunk_examples))
+    for chunk_examples, chunk_unknown in ordered_job_map(processes if len(chunks) > 1 else 1, settings, _mask_chunk,
+                                                         chunks):
+        examples.extend(chunk_examples)
+        unknown += chunk_unknown
+        if progress is not None:
+            progress.update(len(chunk_examples))
     return examples, unknown
 
 
-def _mask_items_task(chunk):
-    return _mask_items(chunk, *_job)  # here _job is mask_monolingual's settings tuple
+def _mask_chunk(settings, chunk):
+    return _mask_items(chunk, *settings)
 
 
 __all__ = ["read_text_lines", "read_pair_files", "format_counts", "check_record_set_output", "build_pair_examples",

@@ -17,7 +17,6 @@ row-size bounds). Reading: a whole set (`read_records`), or, for the streaming l
 """
 import contextlib
 import dataclasses
-import functools
 import importlib
 import json
 import os
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from src.errors import UserError, process_alive
 from src.masking import ARRAY_FIELDS, RECORD_FIELDS, SCALAR_FIELDS, Example
-from src.workers import ordered_map, process_pool
+from src.workers import ordered_job_map
 
 FORMATS = ("mindrecord", "tfrecord")
 MINDRECORD_SCHEMA = {**{name: {"type": "int32", "shape": [-1]} for name in ARRAY_FIELDS},
@@ -270,22 +269,10 @@ class _WriteJob:
     examples: list
 
 
-_job = None  # this worker's _WriteJob
-
-
-def _start_worker(job):
-    global _job
-    _job = job
-
-
 def _write_shard_range(job, task):
     path, start, end = task
     write_shard(path, job.examples[start:end], job.format)
     return path
-
-
-def _write_shard_task(task):
-    return _write_shard_range(_job, task)
 
 
 def _stale_outputs(path):
@@ -356,10 +343,8 @@ def write_records(path, examples, *, format=None, num_shards=1, vocab_size=None,
         import_writer(format)
     with staged_record_set(path, format, num_shards) as staged:
         tasks = [(target, start, end) for target, (start, end) in zip(staged, shard_bounds(len(examples), num_shards))]
-        with process_pool(workers, _start_worker, (job,)) as pool:
-            write = _write_shard_task if pool else functools.partial(_write_shard_range, job)
-            for _ in ordered_map(pool, write, tasks):
-                pass
+        for _ in ordered_job_map(workers, job, _write_shard_range, tasks):
+            pass
     return shard_paths(path, num_shards)
 
 

@@ -7,6 +7,7 @@ import atexit
 import collections
 import contextlib
 import ctypes
+import functools
 import importlib
 import multiprocessing
 import os
@@ -48,6 +49,29 @@ def ordered_map(pool, function, tasks, read_ahead=3):
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+_worker_job = None  # what every worker of an `ordered_job_map` pool reads, set once per worker
+
+
+def _set_worker_job(job):
+    global _worker_job
+    _worker_job = job
+
+
+def _call_with_worker_job(function, task):
+    return function(_worker_job, task)
+
+
+def ordered_job_map(processes, job, function, tasks, read_ahead=3):
+    """function(job, task) for every task, in input order (`ordered_map`): in a pool of `processes` workers, each
+    given `job` once by the pool initializer (shared, not copied, where workers are forked; tasks stay small), or
+    here for one process. `function` is a module-level function (a pool pickles it by name)."""
+    with process_pool(processes, _set_worker_job, (job,)) as pool:
+        if pool is None:
+            yield from (function(job, task) for task in tasks)
+        else:
+            yield from ordered_map(pool, functools.partial(_call_with_worker_job, function), tasks, read_ahead)
 
 
 def _start_loader_worker(parent):
