@@ -6,18 +6,21 @@
 #  bpe      10K joint merges over news, Gigaword train and the first 10K Cornell train pairs; the vocabulary
 #  records  the news but its last VALID_SENTENCES sentences (MASS-masked anew every epoch) for pre-training, those
 #           held out (masked once, fixed seed) as the pre-training valid set; Gigaword 10K; Cornell 10K train pairs
-#  train    two chains side by side, one thread each (PARALLEL=0: one after the other):
-#           1. MASS pre-training, PRETRAIN_UPDATES updates, evaluated every PRETRAIN_EVAL_EVERY updates on the
-#              held-out news (its best checkpoint is the pre-trained model); then each task fine-tuned from it
-#           2. each task trained from random weights
-#           Every task run trains to convergence: evaluated every epoch on the task's valid set, stopped after
-#           PATIENCE evaluations without a lower valid loss, its best checkpoint kept. The from-scratch runs may
-#           train for the pre-trained arm's total compute and more (their epoch cap adds the epochs that the task's
-#           half of the pre-training updates buys), so the comparison is at equal or greater compute for scratch.
+#  train    MASS pre-training, PRETRAIN_UPDATES updates, evaluated every PRETRAIN_EVAL_EVERY updates on the
+#           held-out news (its best checkpoint is the pre-trained model), each task fine-tuned from it, and each task
+#           trained from random weights. Every task run trains to convergence: evaluated every epoch on the task's
+#           valid set, stopped after PATIENCE evaluations without a lower valid loss (at most FINETUNE_MAX_EPOCHS
+#           epochs), its best checkpoint kept. The from-scratch runs may train for the pre-trained arm's total compute
+#           and more (their epoch cap adds the epochs that the task's half of the pre-training updates buys).
+#           On 2 cores the runs go in two queues side by side, one thread each (PARALLEL=0: one after the other with
+#           all threads): queue 1 pre-trains, then fine-tunes the first task; queue 2 trains every task from scratch,
+#           then (once pre-training is done) fine-tunes the other tasks. Expected lengths (1.7 s an update at one
+#           thread each): pre-training 2000 updates ~57 min + Gigaword fine-tuning ~5 epochs ~32 min; Gigaword
+#           scratch ~10 epochs ~64 min + Cornell scratch ~4 epochs ~16 min + Cornell fine-tuning ~3 epochs ~12 min.
 #  test     ROUGE-1/2/L F1 on the 1,951 Gigaword test pairs (beam 4), with and without the Porter stemmer, and the
 #           hypotheses' degeneracy (mean length, distinct, most repeated); perplexity on all Cornell test pairs
 # usage: bash bench/reproduce.sh [RUN_FOLDER]      QUICK=1 runs every stage on small subsets (a smoke test)
-# Budget knobs: PRETRAIN_UPDATES (default 3000), PRETRAIN_EVAL_EVERY (250), FINETUNE_MAX_EPOCHS (25), PATIENCE (3),
+# Budget knobs: PRETRAIN_UPDATES (default 2000), PRETRAIN_EVAL_EVERY (250), FINETUNE_MAX_EPOCHS (8), PATIENCE (2),
 # VALID_SENTENCES (2000). A rerun into the same folder skips what completed; UNTIL=text|bpe|records stops after that
 # stage; TASKS=gigaword or TASKS=cornell (default both) limits the task runs to one task.
 set -euo pipefail
@@ -29,8 +32,8 @@ run=${1:-runs/reproduce}
 python="$(bash scripts/ensure_venv.sh)/bin/python"
 export PYTHONUNBUFFERED=1 PYTHON=$python
 quick=${QUICK:-0} parallel=${PARALLEL:-1} threads=0
-pre_updates=${PRETRAIN_UPDATES:-3000} pre_eval_every=${PRETRAIN_EVAL_EVERY:-250} max_epochs=${FINETUNE_MAX_EPOCHS:-25}
-patience=${PATIENCE:-3} valid_sentences=${VALID_SENTENCES:-2000}
+pre_updates=${PRETRAIN_UPDATES:-2000} pre_eval_every=${PRETRAIN_EVAL_EVERY:-250} max_epochs=${FINETUNE_MAX_EPOCHS:-8}
+patience=${PATIENCE:-2} valid_sentences=${VALID_SENTENCES:-2000}
 lines=0
 if [ "$quick" = 1 ]; then lines=600; pre_updates=10; pre_eval_every=5; max_epochs=2; patience=1; valid_sentences=50; fi
 mkdir -p "$run"
@@ -150,56 +153,65 @@ evaluate() {  # TASK ARM: test scores of RUN/TASK_ARM/checkpoints/best.ckpt into
   fi
 }
 
-# Chain 1: MASS pre-training (its best checkpoint on the held-out news), then each task fine-tuned from it.
-pretrained_chain() {
+pretrain() {
   stage "MASS pre-training on news ($pre_updates updates, held-out news evaluated every $pre_eval_every)"
   run_train_stage pretrain --set "dataset_config.epochs=100" \
     --set "dataset_config.pre_train_dataset=$run/data/news/news.mindrecord" \
     --set "dataset_config.pre_train_valid_dataset=$run/data/news_valid/news.mindrecord" \
     --set "checkpoint_options.eval_every_updates=$pre_eval_every" --max_updates "$pre_updates"
-  local task
-  for task in $tasks; do
-    task_data "$task"
-    stage "fine-tune ${task}_pretrained (to convergence, at most $max_epochs epochs)"
-    run_train_stage "${task}_pretrained" --set "dataset_config.epochs=$max_epochs" "${data_sets[@]}" "${converge[@]}" \
-      --set "checkpoint_options.existed_ckpt=$run/pretrain/checkpoints/best.ckpt"
-  done
-  for task in $tasks; do evaluate "$task" pretrained; done
 }
 
-# Chain 2: each task from random weights, to convergence; its epoch cap adds the epochs that the task's half of the
+fine_tune() {  # TASK: fine-tuned from the pre-training run's best checkpoint, to convergence, then tested
+  task_data "$1"
+  stage "fine-tune $1_pretrained (to convergence, at most $max_epochs epochs)"
+  run_train_stage "$1_pretrained" --set "dataset_config.epochs=$max_epochs" "${data_sets[@]}" "${converge[@]}" \
+    --set "checkpoint_options.existed_ckpt=$run/pretrain/checkpoints/best.ckpt"
+  evaluate "$1" pretrained
+}
+
+# Each task from random weights, to convergence; its epoch cap adds the epochs that the task's half of the
 # pre-training updates buys (compute counted in updates, not seconds, so it does not depend on the machine's load).
-scratch_chain() {
-  local task batches epochs
-  for task in $tasks; do
-    task_data "$task"
-    # Updates per epoch: the batch plan of this config (batch size, bucket boundaries) on the task's records.
-    batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, open_rows; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(open_rows(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries, window_rows=data.window_rows)))' \
-      config/config_reproduce.json "${data_overrides[@]}")
-    epochs=$(( max_epochs + (pre_updates + batches) / (2 * batches) ))
-    stage "train ${task}_scratch (to convergence, at most $epochs epochs: $max_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch)"
-    run_train_stage "${task}_scratch" --set "dataset_config.epochs=$epochs" "${data_sets[@]}" "${converge[@]}"
-  done
-  for task in $tasks; do evaluate "$task" scratch; done
+scratch() {  # TASK
+  local batches epochs
+  task_data "$1"
+  # Updates per epoch: the batch plan of this config (batch size, bucket boundaries) on the task's records.
+  batches=$("$python" -c 'import sys; from config.config import load_config; from src.dataset import iterate_batches, open_rows; data = load_config(sys.argv[1], sys.argv[2:]).dataset_config; print(len(iterate_batches(open_rows(data.fine_tune_dataset), batch_size=data.batch_size, max_tokens=data.max_tokens, bucket_boundaries=data.bucket_boundaries, window_rows=data.window_rows)))' \
+    config/config_reproduce.json "${data_overrides[@]}")
+  epochs=$(( max_epochs + (pre_updates + batches) / (2 * batches) ))
+  stage "train $1_scratch (to convergence, at most $epochs epochs: $max_epochs + $pre_updates pre-training updates / 2 at $batches updates per epoch)"
+  run_train_stage "$1_scratch" --set "dataset_config.epochs=$epochs" "${data_sets[@]}" "${converge[@]}"
+  evaluate "$1" scratch
 }
 
+read -r -a task_list <<< "$tasks"
 if [ "$parallel" = 1 ]; then
-  # The two chains side by side, one kernel thread each: on 2 cores this gives more total throughput than one
-  # chain after the other with 2 threads each (MindSpore's CPU kernels scale poorly on these small matrices), and
-  # the two chains are about equally long (P + 2 F updates each, for P pre-training and F fine-tuning updates).
-  stage "two chains side by side, one thread each: logs $run/reproduce.pretrained.log and reproduce.scratch.log"
+  # Two queues side by side, one kernel thread each: on 2 cores this gives more total throughput than one run after
+  # the other with 2 threads each (MindSpore's CPU kernels scale poorly on these small matrices). Queue 1: the
+  # pre-training, then the first task's fine-tuning; queue 2: every scratch run, then the other tasks' fine-tuning,
+  # which waits for the pre-training's best checkpoint (queue 1 marks the pre-training done with pretrain/wall_s).
+  stage "two queues side by side, one thread each: logs $run/reproduce.pretrained.log and reproduce.scratch.log"
   threads=1; export OMP_NUM_THREADS=1
-  pretrained_chain > >(sed -u "s/^/[pretrained] /" | tee -a "$run/reproduce.pretrained.log") 2>&1 &
+  { pretrain; fine_tune "${task_list[0]}"; } > >(sed -u "s/^/[pretrained] /" | tee -a "$run/reproduce.pretrained.log") 2>&1 &
   first=$!
-  scratch_chain > >(sed -u "s/^/[scratch] /" | tee -a "$run/reproduce.scratch.log") 2>&1 &
+  {
+    for task in "${task_list[@]}"; do scratch "$task"; done
+    for task in "${task_list[@]:1}"; do
+      until [ -f "$run/pretrain/wall_s" ]; do
+        kill -0 "$first" 2> /dev/null || { echo "error: the pre-training queue ended without $run/pretrain/wall_s"; exit 1; }
+        sleep 10
+      done
+      fine_tune "$task"
+    done
+  } > >(sed -u "s/^/[scratch] /" | tee -a "$run/reproduce.scratch.log") 2>&1 &
   second=$!
   failed=0
   wait "$first" || failed=1
   wait "$second" || failed=1
-  [ "$failed" = 0 ] || { echo "error: a chain failed (see $run/reproduce.*.log)" >&2; exit 1; }
+  [ "$failed" = 0 ] || { echo "error: a queue failed (see $run/reproduce.*.log)" >&2; exit 1; }
 else
-  pretrained_chain
-  scratch_chain
+  pretrain
+  for task in "${task_list[@]}"; do fine_tune "$task"; done
+  for task in "${task_list[@]}"; do scratch "$task"; done
 fi
 
 # The table of what has test scores so far.
