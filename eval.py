@@ -4,7 +4,7 @@
         [--checkpoint CKPT] [--test_dataset RECORDS] [--reference TITLES] [--batch_size N] [--set KEY=VALUE ...]
     python eval.py --config RUN/config.json --vocab VOCAB --metric rouge --output headlines.txt --checkpoint CKPT \
         --input_text articles.txt --codes BPE_CODES [--tokenizer nltk] [--lowercase] [--digits_to_hash] \
-        [--map_token FROM=TO ...] [--reference TITLES]
+        [--map_token FROM=TO ...] [--tokenized] [--reference TITLES]
 
 rouge: every test example is decoded (none dropped, input order kept) with the config's beam settings
 (model_config.beam_width, length_penalty_weight, max_decode_length, min_decode_length, no_repeat_ngram_size,
@@ -19,9 +19,11 @@ Both files are written only when everything succeeded.
 pipeline here: tokenize_corpus.py's tokenizer, line policies and normalisation (--tokenizer, --lowercase,
 --digits_to_hash, --map_token: give the flags the training text had), then BPE with --codes (<unk> never cut, as
 apply_bpe_encoding.py), the vocabulary's ids and </s>, each source cut to model_config.seq_length ids keeping </s>.
-Every line gives one headline line, an empty article too. The headlines are the decoded tokens with BPE removed,
-joined by single spaces (the tokenizer's own tokens, not detokenized: Gigaword's references are tokenized text).
-With --reference they are scored with ROUGE; without, OUTPUT.json holds no scores.
+Every line gives one headline line, an empty article too: the decoded tokens with BPE removed, detokenized by the
+tokenizer's detokenizer (src/tokenization.py get_detokenizer: "police say ## hurt in nessa , officials say" ->
+"police say ## hurt in nessa, officials say"), or with --tokenized joined by single spaces, as decoding records
+writes them (Gigaword's references are tokenized text). With --reference the lines as written are scored with
+ROUGE; without, OUTPUT.json holds no scores.
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ import time
 from src.errors import UserError, atomic_outputs, check_output_file, require_file, run_cli
 from src.tokenization import TOKENIZERS
 
-TEXT_FLAGS = ("--codes", "--tokenizer", "--lowercase", "--digits_to_hash", "--map_token")
+TEXT_FLAGS = ("--codes", "--tokenizer", "--lowercase", "--digits_to_hash", "--map_token", "--tokenized")
 
 
 def parse_args(argv=None):
@@ -63,6 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--digits_to_hash", action="store_true", help="as tokenize_corpus.py (with --input_text)")
     parser.add_argument("--map_token", action="append", default=[], metavar="FROM=TO",
                         help="as tokenize_corpus.py, repeatable (with --input_text), e.g. UNK=<unk>")
+    parser.add_argument("--tokenized", action="store_true", help="with --input_text: write the headlines' tokens "
+                        "joined by spaces, as decoding records does, instead of detokenized text")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
@@ -189,6 +193,7 @@ def main(args):
         summary["input_text"] = {"path": args.input_text, "codes": args.codes, "tokenizer": args.tokenizer,
                                  "lowercase": args.lowercase, "digits_to_hash": args.digits_to_hash,
                                  "map_token": normalize.token_map, "glossaries": list(GLOSSARIES),
+                                 "detokenized": not args.tokenized,
                                  "max_len": model_config.seq_length, **text_counts}
     if args.metric == "rouge":
         summary["reference"] = args.reference or (None if args.input_text else "record targets")
@@ -197,9 +202,13 @@ def main(args):
                             dynamic_ncols=True)
     with progress:
         if args.metric == "rouge":
+            detokenize = None
+            if args.input_text and not args.tokenized:
+                from src.tokenization import get_detokenizer
+                detokenize = get_detokenizer(args.tokenizer)
             lines, scores = evaluate_rouge(model, model_config, vocab, examples, batches, references,
                                            args.rouge_stemmer, progress, summary,
-                                           targets_as_references=not args.input_text)
+                                           targets_as_references=not args.input_text, detokenize=detokenize)
         else:
             lines, scores = evaluate_perplexity(model, examples, batches, progress)
     summary.update(scores)
@@ -219,9 +228,9 @@ def main(args):
 
 
 def evaluate_rouge(model, model_config, vocab, examples, batches, references, use_stemmer, progress, summary,
-                   targets_as_references=True):
-    """Decoded lines (BPE removed) and their ROUGE scores against `references`, or the examples' targets when
-    `targets_as_references`; no scores ({}) without either."""
+                   targets_as_references=True, detokenize=None):
+    """Decoded lines (BPE removed; `detokenize`d: tokens -> text, when given) and their ROUGE scores against
+    `references`, or the examples' targets when `targets_as_references`; no scores ({}) without either."""
     from src.beam_search import cached_decoder, decode_batches, search_from_config
     from src.metrics import UNKNOWN_TOKEN, rouge_scores
     from src.metrics import remove_bpe
@@ -230,6 +239,8 @@ def evaluate_rouge(model, model_config, vocab, examples, batches, references, us
     decoder = cached_decoder(model, search)
     hypotheses = decode_batches(decoder, batches, len(examples), progress)
     lines = [remove_bpe(vocab.decode(tokens)) for tokens in hypotheses]
+    if detokenize is not None:
+        lines = [detokenize(line.split()) for line in lines]
     if references is None and targets_as_references:
         references = [remove_bpe(vocab.decode(example.target_ids)) for example in examples]
     summary["decode"] = {"beam_width": search.beam_width, "length_penalty_weight": search.alpha,

@@ -12,6 +12,7 @@ Every input line gives exactly one output line, so parallel files (article/title
 
 A `<unk>` in the text stays one token whatever the tokenizer (nltk would write `< unk >`): see `tokenize_keeping`.
 `Normalization` then rewrites the tokens (tokenize_corpus.py --map_token, --lowercase, --digits_to_hash).
+`get_detokenizer` goes back from tokens to text for output meant to be read (eval.py --input_text's headlines).
 """
 import collections
 import dataclasses
@@ -57,6 +58,39 @@ def get_tokenizer(name):
         raise UserError(f"unknown tokenizer {name!r}: expected one of {', '.join(TOKENIZERS)}")
     _TOKENIZER_CACHE[name] = tokenize
     return tokenize
+
+
+# Penn Treebank bracket tokens (Gigaword writes them) become the brackets again when detokenizing.
+_PTB_BRACKETS = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}"}
+# `#` stands for a digit in normalised text (--digits_to_hash): nltk's detokenizer would glue it to the next word as
+# a currency sign ("## hurt" -> "##hurt"), so it is hidden from it behind a private-use character.
+_HASH_STANDIN = "\ue000"
+_LATIN = re.compile(r"[0-9A-Za-z#]")
+
+
+def get_detokenizer(name):
+    """A function list of tokens -> str, undoing get_tokenizer(name) as far as the tokens tell: nltk's Treebank
+    detokenizer (the inverse of its word tokenizer: "do n't" -> "don't", "( yet ) ," -> "(yet),"), with Treebank's
+    bracket tokens back to brackets and `#` digit placeholders kept as words; jieba's tokens joined, with a space
+    kept only between two Latin words or numbers."""
+    if name == "nltk":
+        from nltk.tokenize.treebank import TreebankWordDetokenizer
+        detokenizer = TreebankWordDetokenizer()
+
+        def detokenize(tokens):
+            tokens = [_PTB_BRACKETS.get(token.lower(), token).replace("#", _HASH_STANDIN) for token in tokens]
+            return detokenizer.detokenize(tokens).replace(_HASH_STANDIN, "#")
+    elif name == "jieba":
+        def detokenize(tokens):
+            text = ""
+            for token in tokens:
+                if text and _LATIN.match(text[-1]) and _LATIN.match(token[0]):
+                    text += " "
+                text += token
+            return text
+    else:
+        raise UserError(f"unknown tokenizer {name!r}: expected one of {', '.join(TOKENIZERS)}")
+    return detokenize
 
 
 def tokenize_keeping(text, tokenize, kept=KEPT_TOKENS):

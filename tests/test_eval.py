@@ -18,6 +18,7 @@ from src.metrics import rouge_scores
 from src.model import Seq2SeqModel
 from src.builders import build_pair_examples, read_pair_files
 from src.records import read_records, write_records
+from src.tokenization import get_detokenizer
 from src.metrics import remove_bpe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,20 +222,27 @@ def text_setup(tmp_path_factory):
 
 def test_input_text_decodes_as_the_records_of_the_same_text(text_setup):
     """eval.py --input_text on the raw articles writes, byte for byte, the headlines eval.py decodes from the records
-    that tokenize_corpus.py, apply_bpe_encoding.py and the pair builder made of the same text with the same flags:
-    one line per article (the empty one too), BPE removed, tokens joined by spaces; no scores without --reference."""
+    that tokenize_corpus.py, apply_bpe_encoding.py and the pair builder made of the same text with the same flags
+    (--tokenized: one line per article, the empty one too, BPE removed, tokens joined by spaces); by default the same
+    lines detokenized. No scores without --reference."""
     folder, raw = text_setup["folder"], text_setup["raw"]
     from_records, from_text = str(folder / "records.hyp.txt"), str(folder / "text.hyp.txt")
     result = run("eval.py", [*text_setup["common"], "--test_dataset", str(folder / "test.mindrecord"),
                              "--reference", str(raw / "test.title.txt"), "--output", from_records])
     assert result.returncode == 0, result.stderr
-    result = run("eval.py", [*text_setup["common"], "--input_text", str(raw / "test.article.txt"), "--codes",
-                             text_setup["codes"], *TEXT_FLAGS, "--output", from_text])
+    text_args = [*text_setup["common"], "--input_text", str(raw / "test.article.txt"), "--codes", text_setup["codes"],
+                 *TEXT_FLAGS]
+    result = run("eval.py", [*text_args, "--tokenized", "--output", from_text])
     assert result.returncode == 0, result.stderr
     with open(from_text, encoding="utf-8") as handle:
         headlines = handle.read()
     with open(from_records, encoding="utf-8") as handle:
         assert headlines == handle.read()
+    detokenized = str(folder / "text.detok.txt")
+    assert run("eval.py", [*text_args, "--output", detokenized]).returncode == 0
+    detokenize = get_detokenizer("nltk")
+    with open(detokenized, encoding="utf-8") as handle:
+        assert handle.read().split("\n") == [detokenize(line.split()) for line in headlines.split("\n")]
     lines = headlines.split("\n")
     assert len(lines) == 45 and lines[-1] == "" and len(set(lines)) > 20 and "@@" not in headlines
     with open(from_text + ".json", encoding="utf-8") as handle:

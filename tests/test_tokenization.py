@@ -6,7 +6,8 @@ import pytest
 from conftest import shared_data
 
 from src.errors import UserError
-from src.tokenization import Normalization, get_tokenizer, parse_token_map, tokenize_block, tokenize_files
+from src.tokenization import (Normalization, get_detokenizer, get_tokenizer, parse_token_map, tokenize_block,
+                              tokenize_files)
 
 
 def read_lines(path, count=None):
@@ -161,3 +162,25 @@ def test_gigaword_unk_maps_to_one_unk_token():
     text, stats = tokenize_block(lines, "nltk", 200, Normalization(True, True, {"UNK": "<unk>"}))
     assert text == "sunderan minister sipho <unk> said sunday .\nzofia <unk> beat jade #-# .\n"
     assert stats["mapped"] == 1
+
+
+@pytest.mark.parametrize("text", ["Police said 12 people were hurt in Nessa on Monday.",
+                                  'He said: "I don\'t know (yet), U.S. officials\' view."',
+                                  "Is it over? Yes, for now; 3.5% of 1,200 voters (a poll)."])
+def test_nltk_detokenizer_undoes_the_tokenizer(text):
+    assert get_detokenizer("nltk")(get_tokenizer("nltk")(text)) == text
+
+
+@pytest.mark.parametrize("tokens,expected", [
+    ("police say ## hurt in nessa , officials say", "police say ## hurt in nessa, officials say"),
+    ("us $ #.# billion deal -lrb- update # -rrb-", "us $#.# billion deal (update #)"),
+    ("<unk> wins the #### world cup", "<unk> wins the #### world cup"),
+])
+def test_nltk_detokenizer_on_normalised_headlines(tokens, expected):
+    """`#` digit placeholders stay words (not glued on as a currency sign), Treebank brackets become brackets."""
+    assert get_detokenizer("nltk")(tokens.split()) == expected
+
+
+def test_jieba_detokenizer():
+    detokenize = get_detokenizer("jieba")
+    assert detokenize("我 来到 北京 清华大学 ， 2024 年 New York".split()) == "我来到北京清华大学，2024年New York"
