@@ -583,17 +583,22 @@ def open_mindrecord(path):
     return _mindrecord_index_rows(path)
 
 
+def _query_index(path, sql, parameters):
+    """The rows an SQL query returns on a MindRecord file's index, or None where the index lacks its columns."""
+    import sqlite3
+    try:
+        with _index_database(path) as database:
+            return database.execute(sql, parameters).fetchall()
+    except sqlite3.OperationalError:
+        return None
+
+
 def mindrecord_lengths(path, start, end):
     """(source_length, target_length) int32 arrays of rows [start, end) of a MindRecord file, from its index:
     MindRecord's .db holds a column per scalar field (`source_length_0`, `target_length_0`), so no data page is
     read (~1 s per million rows). Files whose index lacks them are read with MindDataset instead."""
-    import sqlite3
-    try:
-        with _index_database(path) as database:
-            rows = database.execute("SELECT source_length_0, target_length_0 FROM INDEXES WHERE ROW_ID >= ? AND "
-                                    "ROW_ID < ? ORDER BY ROW_ID", (start, end)).fetchall()
-    except sqlite3.OperationalError:
-        rows = None
+    rows = _query_index(path, "SELECT source_length_0, target_length_0 FROM INDEXES WHERE ROW_ID >= ? AND "
+                              "ROW_ID < ? ORDER BY ROW_ID", (start, end))
     if rows is None or len(rows) != end - start:
         lengths = read_rows(path, np.arange(start, end), ("source_length", "target_length"))
         return lengths["source_length"][:, 0], lengths["target_length"][:, 0]
@@ -604,13 +609,8 @@ def mindrecord_lengths(path, start, end):
 def mindrecord_length_counts(path, start, end):
     """[k, 3] int64 array of (source_length, target_length, rows) over rows [start, end) of a MindRecord file,
     counted by SQLite in the index (no row is fetched)."""
-    import sqlite3
-    try:
-        with _index_database(path) as database:
-            counts = database.execute("SELECT source_length_0, target_length_0, COUNT(*) FROM INDEXES WHERE "
-                                      "ROW_ID >= ? AND ROW_ID < ? GROUP BY 1, 2", (start, end)).fetchall()
-    except sqlite3.OperationalError:
-        counts = None
+    counts = _query_index(path, "SELECT source_length_0, target_length_0, COUNT(*) FROM INDEXES WHERE "
+                                "ROW_ID >= ? AND ROW_ID < ? GROUP BY 1, 2", (start, end))
     if counts is None or sum(row[2] for row in counts) != end - start:
         return length_counts(*mindrecord_lengths(path, start, end))
     return np.asarray(counts, dtype=np.int64).reshape(-1, 3)

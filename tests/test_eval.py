@@ -26,6 +26,19 @@ SAMPLE = os.path.join(REPO, "data", "sample", "gigaword")
 TINY = os.path.join(REPO, "config", "config_tiny.json")
 
 
+def random_model(folder, vocab_path, vocab_size, seed):
+    """A random tiny model of the vocabulary saved as FOLDER/random.ckpt, with large initial weights (its output then
+    depends on the source, so order mistakes show) -> (its config, the eval.py arguments that load it: config,
+    overrides, vocabulary, checkpoint)."""
+    overrides = [f"model_config.vocab_size={vocab_size}", "model_config.max_decode_length=8",
+                 "model_config.beam_width=2", "dataset_config.bucket_boundaries=[64]"]
+    config = load_config(TINY, overrides + ["model_config.initializer_range=1.0"])
+    ms.set_seed(seed)
+    ms.save_checkpoint(Seq2SeqModel(config.model_config), str(folder / "random.ckpt"))
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    return config, ["--config", TINY, *sets, "--vocab", str(vocab_path), "--checkpoint", str(folder / "random.ckpt")]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("eval")
@@ -35,15 +48,8 @@ def setup(tmp_path_factory):
     vocab.persistence(str(folder / "vocab.txt"))
     examples, _ = build_pair_examples(articles, titles, vocab, max_len=64, train=False, token_map={"UNK": "<unk>"})
     write_records(str(folder / "test.mindrecord"), examples, vocab_size=len(vocab))
-    overrides = [f"model_config.vocab_size={len(vocab)}", "model_config.max_decode_length=8",
-                 "model_config.beam_width=2", "dataset_config.bucket_boundaries=[64]"]
-    # Large initial weights: a random model whose output depends on the source, so order mistakes show.
-    config = load_config(TINY, overrides + ["model_config.initializer_range=1.0"])
-    ms.set_seed(1)
-    ms.save_checkpoint(Seq2SeqModel(config.model_config), str(folder / "random.ckpt"))
-    sets = [arg for item in overrides for arg in ("--set", item)]
-    common = ["--config", TINY, *sets, "--vocab", str(folder / "vocab.txt"), "--checkpoint",
-              str(folder / "random.ckpt"), "--test_dataset", str(folder / "test.mindrecord"), "--batch_size", "8"]
+    config, model_args = random_model(folder, folder / "vocab.txt", len(vocab), seed=1)
+    common = [*model_args, "--test_dataset", str(folder / "test.mindrecord"), "--batch_size", "8"]
     return dict(folder=folder, vocab=vocab, config=config, common=common, titles=titles)
 
 
@@ -210,13 +216,8 @@ def text_setup(tmp_path_factory):
     sources, targets = read_pair_files(str(bpe / "test.article.txt"), str(bpe / "test.title.txt"))
     examples, counts = build_pair_examples(sources, targets, vocab, max_len=64, train=False)
     write_records(str(folder / "test.mindrecord"), examples, vocab_size=len(vocab))
-    overrides = [f"model_config.vocab_size={len(vocab)}", "model_config.max_decode_length=8",
-                 "model_config.beam_width=2", "dataset_config.bucket_boundaries=[64]"]
-    config = load_config(TINY, overrides + ["model_config.initializer_range=1.0"])
-    ms.set_seed(2)
-    ms.save_checkpoint(Seq2SeqModel(config.model_config), str(folder / "random.ckpt"))
-    common = ["--config", TINY, *[arg for item in overrides for arg in ("--set", item)], "--vocab", str(vocab_path),
-              "--checkpoint", str(folder / "random.ckpt"), "--batch_size", "8", "--metric", "rouge"]
+    _, model_args = random_model(folder, vocab_path, len(vocab), seed=2)
+    common = [*model_args, "--batch_size", "8", "--metric", "rouge"]
     return dict(folder=folder, raw=raw, codes=codes, common=common, examples=examples, counts=counts)
 
 
