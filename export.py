@@ -99,8 +99,9 @@ def main(args):
     model.set_train(False)
     # The logits graph is the model's own construct(source_ids, decoder_input_ids, decoder_positions).
     # kernels=False: the MINDIR file holds MindSpore's own ops only, not a call into a library built on this machine
-    network = (cached_decoder(model, search_from_config(model_config, vocab), kernels=False) if args.graph == "beam"
-               else model)
+    network = model
+    if args.graph == "beam":
+        network = cached_decoder(model, search_from_config(model_config, vocab, kernels=False), kernels=False)
     inputs = [ms.Tensor(array) for array in sample_inputs(args.graph, model_config, args.batch_size, source_length,
                                                           target_length)]
     expected = network(*inputs)

@@ -34,7 +34,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID
-from src.kernels import beam_cache_op
+from src.kernels import beam_cache_op, beam_topk_op
 from src.model import write_cache
 
 # The score of an empty beam slot, and the log-probability added to a forbidden token. Finite, so that sums and
@@ -84,10 +84,13 @@ class BeamSearch(nn.Cell):
     """The search logic on fixed-shape tensors: `init_state`, `update`, `is_running`, `finalize`."""
 
     def __init__(self, beam_width, max_decode_length, vocab_size, length_penalty_weight=1.0, min_decode_length=0,
-                 no_repeat_ngram_size=0, early_stopping=True, num_symbols=None, forbidden_ids=(), unk_penalty=0.0):
+                 no_repeat_ngram_size=0, early_stopping=True, num_symbols=None, forbidden_ids=(), unk_penalty=0.0,
+                 kernels=True):
         """num_symbols: ids from it up to vocab_size (model rows no vocabulary symbol uses) are never generated;
         forbidden_ids: more ids never generated (`Dictionary.never_generated_ids()`: its fillers; <pad>, <s> and
-        <mask> are always forbidden); unk_penalty: subtracted from <unk>'s log-probability at every step."""
+        <mask> are always forbidden); unk_penalty: subtracted from <unk>'s log-probability at every step;
+        kernels: each hypothesis's best continuations by src/kernels/beam_topk.cc where it can be built (False:
+        MindSpore's TopK; the same scores, but among equal scores TopK's order is its own)."""
         super().__init__()
         if beam_width < 1 or max_decode_length < 1:
             raise ValueError("beam_width and max_decode_length must be >= 1")
@@ -119,6 +122,9 @@ class BeamSearch(nn.Cell):
         eos_only = np.zeros(vocab_size, np.float32)
         eos_only[EOS_ID] = IMPOSSIBLE_SCORE
         self.eos_forbidden = ms.Tensor(eos_only)
+        self.per_beam = min(2 * beam_width, vocab_size)
+        self.topk_kernel = beam_topk_op() if kernels else None
+        self.per_beam_carrier = ms.Tensor(np.zeros(self.per_beam, np.int32))   # its length is the kernel's k
 
     def init_state(self, batch_size):
         k, length = self.beam_width, self.max_decode_length
@@ -144,9 +150,10 @@ class BeamSearch(nn.Cell):
         step, live_tokens, live_seqs, live_scores, finished_seqs, finished_scores, done = state
         batch_size, k = live_scores.shape
         length = self.max_decode_length
-        log_probs = log_probs.astype(ms.float32) + self.token_bias
-        eos_blocked = (step < self.min_decode_length).astype(ms.float32)
-        log_probs = log_probs + self.eos_forbidden * eos_blocked
+        log_probs = log_probs.astype(ms.float32)
+        # Added to every hypothesis's log-probs: forbidden tokens, the <unk> penalty, </s> before min_decode_length
+        # (the two vectors never both change one token: </s> is never forbidden).
+        bias = self.token_bias + self.eos_forbidden * (step < self.min_decode_length).astype(ms.float32)
         if self.no_repeat_ngram_size > 0:
             banned = self.repeated_ngram_tokens(flatten_beam_dim(live_seqs), step)
             log_probs = log_probs + banned.astype(ms.float32) * IMPOSSIBLE_SCORE
@@ -154,9 +161,13 @@ class BeamSearch(nn.Cell):
         # The 2k best continuations: even if k of them end with </s>, k remain to stay live. In two stages: each
         # hypothesis's 2k best contain all of its continuations among its sentence's 2k best, so the best 2k of
         # those k * 2k are the best 2k of all k * vocab (a top-k over [B, k * vocab] took 8% of a step).
-        per_beam = min(2 * k, self.vocab_size)
-        candidates = live_scores.reshape(batch_size * k, 1) + log_probs            # [B*k, vocab]
-        beam_scores, beam_tokens = ops.topk(candidates, per_beam)                  # [B*k, per_beam]
+        per_beam = self.per_beam
+        flat_live_scores = live_scores.reshape(batch_size * k)
+        if self.topk_kernel is not None:
+            beam_scores, beam_tokens = self.topk_kernel(log_probs, bias, flat_live_scores, self.per_beam_carrier)
+        else:
+            candidates = flat_live_scores.reshape(batch_size * k, 1) + (log_probs + bias)   # [B*k, vocab]
+            beam_scores, beam_tokens = ops.topk(candidates, per_beam)                  # [B*k, per_beam]
         top_scores, pick = ops.topk(beam_scores.reshape(batch_size, k * per_beam), 2 * k)
         pick = pick.astype(ms.int32)
         origin = pick // per_beam                                                  # [B, 2k] beam continued
@@ -324,14 +335,15 @@ class BeamSearchDecoder(nn.Cell):
         return self.search.finalize(state)
 
 
-def search_from_config(model_config, vocab=None, early_stopping=True):
+def search_from_config(model_config, vocab=None, early_stopping=True, kernels=True):
     """A `BeamSearch` with the decode settings of a `ModelConfig`. With `vocab` (the Dictionary) it never emits
-    the vocabulary's fillers (`never_generated_ids`) nor ids past its end (model rows no symbol uses)."""
+    the vocabulary's fillers (`never_generated_ids`) nor ids past its end (model rows no symbol uses); kernels=False:
+    MindSpore's own ops only (see `BeamSearch`)."""
     num_symbols, forbidden_ids = (len(vocab), vocab.never_generated_ids()) if vocab is not None else (None, ())
     return BeamSearch(model_config.beam_width, model_config.max_decode_length, model_config.vocab_size,
                       model_config.length_penalty_weight, model_config.min_decode_length,
                       model_config.no_repeat_ngram_size, early_stopping, num_symbols, forbidden_ids,
-                      model_config.unk_penalty)
+                      model_config.unk_penalty, kernels)
 
 
 def cached_decoder(model, search, kernels=True):

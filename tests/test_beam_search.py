@@ -9,11 +9,11 @@ import mindspore as ms
 
 from config.config import ConfigError, ModelConfig, config_from_dict
 from reference_decoding import SteppedBeamSearchDecoder, TableStep, python_loop_search, reference_beam_search
-from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, LIVE_SCORES, LIVE_SEQS, LIVE_TOKENS,
-                             REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
+from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, IMPOSSIBLE_SCORE, LIVE_SCORES, LIVE_SEQS,
+                             LIVE_TOKENS, REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
                              cached_decoder, gather_beams, length_penalty, search_from_config)
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, Dictionary, build_vocabulary
-from src.kernels import beam_cache_op
+from src.kernels import beam_cache_op, beam_topk_op
 from src.model import Seq2SeqModel, write_cache
 
 VOCAB = 9
@@ -338,6 +338,45 @@ def test_cached_step_equals_model_decode_step(model, kernels):
         _, _, cell_keys, cell_values, _, _, _, _ = cell.split_state(state)
         for cell_cache, expected_cache in zip(cell_keys + cell_values, self_keys + self_values):
             np.testing.assert_array_equal(cell_cache.asnumpy(), expected_cache.asnumpy())
+
+
+@pytest.mark.skipif(beam_cache_op() is None, reason="no C++ compiler with OpenMP")
+@pytest.mark.parametrize("slot", [0, 3, 5])
+def test_cache_kernel_moves_rows_writes_slot_and_zero_tail(slot):
+    """beam_cache.cc on a cache that holds zeros past `slot` (as every beam-search cache does): row r becomes row
+    rows[r] with the fresh key at `slot`, and the slots after it stay zero (written, not copied)."""
+    rng = np.random.default_rng(slot)
+    rows, heads, length, head_dim = 6, 2, 6, 3
+    cache = rng.standard_normal((rows, heads, length, head_dim)).astype(np.float32)
+    cache[:, :, slot:] = 0
+    fresh = rng.standard_normal((rows, heads, 1, head_dim)).astype(np.float32)
+    moved = rng.permutation(rows).astype(np.int32)
+    out = beam_cache_op()(ms.Tensor(cache), ms.Tensor(fresh), ms.Tensor(moved), ms.Tensor([slot], ms.int32))[0]
+    expected = cache.copy()
+    expected[:, :, slot] = fresh[:, :, 0]
+    np.testing.assert_array_equal(out.asnumpy(), expected[moved])
+
+
+@pytest.mark.skipif(beam_topk_op() is None, reason="no C++ compiler with OpenMP")
+def test_topk_kernel_equals_stock_topk_with_ties_lowest_id_first():
+    """beam_topk.cc: each row's `width` best of live + (log_probs + bias), the same values as MindSpore's adds and
+    TopK; among equal scores (a row of an empty beam, forbidden tokens) the lower id comes first."""
+    rng = np.random.default_rng(3)
+    rows, vocab, width = 6, 50, 8
+    log_probs = rng.standard_normal((rows, vocab)).astype(np.float32)
+    log_probs[2, 10:20] = log_probs[2, 30]                                       # ties among real scores
+    bias = np.zeros(vocab, np.float32)
+    bias[[0, 1, 3, 40]] = IMPOSSIBLE_SCORE
+    live = rng.standard_normal(rows).astype(np.float32)
+    live[4] = IMPOSSIBLE_SCORE                                                   # an empty beam: all scores tie
+    scores, ids = beam_topk_op()(ms.Tensor(log_probs), ms.Tensor(bias), ms.Tensor(live),
+                                 ms.Tensor(np.zeros(width, np.int32)))
+    stock_scores, _ = ms.ops.topk(ms.Tensor(live).reshape(rows, 1) + (ms.Tensor(log_probs) + ms.Tensor(bias)), width)
+    np.testing.assert_array_equal(scores.asnumpy(), stock_scores.asnumpy())
+    expected = live[:, None] + (log_probs + bias)
+    order = np.argsort(-expected, axis=1, kind="stable")[:, :width]             # stable: lower id first on ties
+    np.testing.assert_array_equal(ids.asnumpy(), order)
+    assert ids.dtype == ms.int32 and scores.shape == (rows, width)
 
 
 _DECODERS = {}

@@ -1,9 +1,9 @@
 """Hand-written CPU code, built once with the system C++ compiler: MindSpore AOT custom ops and a ctypes library.
 
 `layer_norm_ops()` returns (forward, backward) custom ops of `layer_norm.cc`, `dropout_op()` the counter-based
-dropout of `dropout.cc`, `beam_cache_op()` the beam-search cache update of `beam_cache.cc`, `bpe_library()` the
-ctypes library of
-`bpe.cc` (BPE apply on plain text, used by src/bpe.py). Each is None where it cannot be used: no C++ compiler with
+dropout of `dropout.cc`, `beam_cache_op()` the beam-search cache update of `beam_cache.cc`, `beam_topk_op()` the
+first top-k stage of a beam-search step of `beam_topk.cc`, `bpe_library()` the ctypes library of `bpe.cc` (BPE apply
+on plain text, used by src/bpe.py). Each is None where it cannot be used: no C++ compiler with
 OpenMP, a build failure, or MASS_STOCK_KERNELS=1 in the environment (for A/B timings and equivalence tests). The
 shared library is cached under $XDG_CACHE_HOME/mass-kernels (default ~/.cache) in a folder named by the hash of the
 source and the compile command, written to a temporary name and renamed, so concurrent ranks never see half a file.
@@ -77,6 +77,12 @@ def beam_cache_op():
     return _cached("beam_cache", "beam_cache.cc", _make_beam_cache_op)
 
 
+def beam_topk_op():
+    """MindSpore custom op (log_probs, bias, live, width carrier) -> (scores, ids) of beam_topk.cc (inference only),
+    or None."""
+    return _cached("beam_topk", "beam_topk.cc", _make_beam_topk_op)
+
+
 def bpe_library():
     """ctypes library of bpe.cc with its signatures, or None."""
     return _cached("bpe", "bpe.cc", _load_bpe_library)
@@ -121,6 +127,11 @@ def _make_dropout_op(library):
 
 def _make_beam_cache_op(library):
     return _aot_op(library, "BeamCacheUpdate", lambda cache, fresh, rows, slot: (cache,), None)
+
+
+def _make_beam_topk_op(library):
+    # The output dtypes are the inputs': scores as log_probs (float32), ids as the int32 width carrier.
+    return _aot_op(library, "BeamTopK", lambda log_probs, bias, live, width: (log_probs, width), None)
 
 
 def _load_bpe_library(path):

@@ -1,9 +1,13 @@
 // The self-attention cache update of a beam-search step, as a MindSpore AOT custom CPU kernel: the beams move
 // (row r continues row rows[r]) and the step's new key (or value) is written at `slot`, in one pass:
-//   out[r, h, :, :] = cache[rows[r], h, :, :];  out[r, h, slot, :] = fresh[rows[r], h, 0, :]
+//   out[r, h, :slot, :] = cache[rows[r], h, :slot, :];  out[r, h, slot, :] = fresh[rows[r], h, 0, :];
+//   out[r, h, slot + 1:, :] = 0
+// The slots past `slot` are written as zeros, not copied: a beam-search cache holds zeros there (it starts as zeros
+// and each step writes one slot), so the output is the same as copying whole rows, for half the memory traffic on
+// average (a zero fill only writes).
 // Why hand-written: in graph ops this is a Select over the whole cache (the write) and a Gather (the re-ordering),
 // two full passes per layer and step that took 42% of a d512 beam-search step with MindSpore 2.10's CPU kernels;
-// here each (row, head) block is one memcpy. Values are copied, never computed: the output is bit-identical.
+// here each (row, head) block is one memcpy and one memset. Values are copied, never computed: bit-identical.
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -33,8 +37,10 @@ extern "C" int BeamCacheUpdate(int nparam, void **params, int *ndims, int64_t **
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n * heads; ++i) {
     const int64_t source = rows[i / heads] * heads + i % heads;
-    std::memcpy(out + i * block, cache + source * block, block * sizeof(float));
-    std::memcpy(out + i * block + slot * head_dim, fresh + source * head_dim, head_dim * sizeof(float));
+    float *target = out + i * block;
+    std::memcpy(target, cache + source * block, slot * head_dim * sizeof(float));
+    std::memcpy(target + slot * head_dim, fresh + source * head_dim, head_dim * sizeof(float));
+    std::memset(target + (slot + 1) * head_dim, 0, (length - slot - 1) * head_dim * sizeof(float));
   }
   return 0;
 }
