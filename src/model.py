@@ -52,7 +52,7 @@ def causal_bias(length):
 class BiasAdd(nn.Cell):
     """ops.BiasAdd with its gradient as a ReduceSum over the rows: MindSpore 2.10's CPU BiasAddGrad took 7% of a d256
     training step, about 8x the ReduceSum (and a broadcast Add, whose gradient is that ReduceSum, runs its forward
-    8x slower than BiasAdd: bench/RESULTS.md). Same values either way."""
+    14x slower than BiasAdd: bench/RESULTS.md). Same values either way."""
 
     def __init__(self):
         super().__init__()

@@ -10,8 +10,8 @@ import mindspore as ms
 from config.config import ConfigError, ModelConfig, config_from_dict
 from reference_decoding import SteppedBeamSearchDecoder, TableStep, python_loop_search, reference_beam_search
 from src.beam_search import (DONE, FINISHED_SCORES, FINISHED_SEQS, IMPOSSIBLE_SCORE, LIVE_SCORES, LIVE_SEQS,
-                             LIVE_TOKENS, REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep, best_hypotheses,
-                             cached_decoder, gather_beams, length_penalty, search_from_config)
+                             LIVE_TOKENS, REAL_SCORE_FLOOR, STEP, BeamSearch, BeamSearchDecoder, CachedModelStep,
+                             best_hypotheses, cached_decoder, gather_beams, length_penalty, search_from_config)
 from src.dictionary import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, Dictionary, build_vocabulary
 from src.kernels import beam_cache_op, beam_topk_op
 from src.model import Seq2SeqModel, write_cache
